@@ -1,0 +1,65 @@
+# diffuse: `make` builds build/diffuse and build/libdiffuse.a; `make test` runs the tests; `make demo` trains
+# and samples end to end; `make deps` installs the Debian packages that are missing; `make asan` runs the
+# tests under AddressSanitizer and UndefinedBehaviorSanitizer.
+
+CC      ?= gcc
+OPT     ?= -O2
+CFLAGS  ?= $(OPT) -g
+CFLAGS  += -std=gnu11 -Wall -Wextra -fopenmp -Iinclude -Isrc
+LDLIBS  += -fopenmp -lcjson -lz -lpng -ljpeg -lm
+BUILD   ?= build
+
+LIB_SRC  := $(sort $(wildcard src/base/*.c src/kernels/*.c src/nn/*.c src/diffusion/*.c src/data/*.c \
+                              src/io/*.c src/eval/*.c))
+CLI_SRC  := $(sort $(wildcard src/cli/*.c))
+TEST_SRC := $(sort $(wildcard tests/*.c))
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
+TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
+
+# Debian packages: what building, testing and the demo need.
+DEB_PKGS := gcc make libc6-dev zlib1g-dev libpng-dev libjpeg62-turbo-dev libcjson-dev \
+            python3-torch python3-numpy python3-scipy dataset-fashion-mnist
+
+.PHONY: all test demo deps asan clean
+
+all: $(BUILD)/diffuse $(BUILD)/libdiffuse.a
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libdiffuse.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/diffuse: $(CLI_OBJ) $(BUILD)/libdiffuse.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/test_diffuse: $(TEST_OBJ) $(BUILD)/libdiffuse.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+test: deps $(BUILD)/test_diffuse $(BUILD)/diffuse
+	./$(BUILD)/test_diffuse $(T)
+
+asan:
+	$(MAKE) test BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
+	    -fno-sanitize-recover=undefined" LDLIBS="-fsanitize=address,undefined -fopenmp -lcjson -lz -lpng -ljpeg -lm"
+
+deps:
+	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | \
+	    grep -q "install ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" != 0 ]; then \
+	        echo "diffuse: missing Debian packages: $$missing"; \
+	        echo "  install them as root: sudo apt-get install $$missing"; exit 1; \
+	    fi; \
+	    echo "installing missing Debian packages: $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || \
+	        { echo "diffuse: apt-get install failed for: $$missing"; exit 1; }; \
+	fi
+
+clean:
+	rm -rf build build-asan
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d) $(TEST_OBJ:.o=.d)

@@ -1,0 +1,31 @@
+/* rng.h: counter-based random numbers (Philox4x32-10, Salmon et al. 2011).
+ *
+ * Every number is a pure function of (seed, stream, index): no state to carry, split or save. A user of
+ * randomness picks a stream (for example one per sample and step, see diffusion/) and indexes elements
+ * within it, so results do not depend on batch size, thread count or the order of evaluation.
+ */
+#ifndef DF_RNG_H
+#define DF_RNG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The raw generator: 10 rounds of Philox on a 128-bit counter with a 64-bit key. out may alias ctr. */
+void philox4x32_10(uint32_t out[4], const uint32_t ctr[4], const uint32_t key[2]);
+
+/* out[i] = uniform in the open interval (0, 1) for element (offset + i) of (seed, stream). */
+void df_rng_uniform(float *out, size_t n, uint64_t seed, uint64_t stream, uint64_t offset);
+
+/* out[i] = standard normal (Box-Muller) for element (offset + i) of (seed, stream). */
+void df_rng_normal(float *out, size_t n, uint64_t seed, uint64_t stream, uint64_t offset);
+
+/* One uniform in (0, 1) and one raw 64-bit value for element `index` of (seed, stream). */
+float df_rng_uniform1(uint64_t seed, uint64_t stream, uint64_t index);
+uint64_t df_rng_u64(uint64_t seed, uint64_t stream, uint64_t index);
+
+/* A stream number from up to three small integers (a purpose tag, then e.g. sample index and step). */
+static inline uint64_t df_stream(uint32_t tag, uint32_t a, uint32_t b) {
+    return ((uint64_t)tag << 56) ^ ((uint64_t)(a & 0xffffffu) << 32) ^ (uint64_t)b;
+}
+
+#endif

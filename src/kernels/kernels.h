@@ -1,0 +1,124 @@
+/* kernels.h: the numerical kernels of diffuse, on flat float arrays in PyTorch layouts.
+ *
+ * Conventions (llm.c style):
+ *   - x_forward(out, ..., in, ..., sizes): outputs first, then inputs, then sizes.
+ *   - x_backward(din, ..., dout, saved..., sizes): ACCUMULATES (+=) into every gradient it writes.
+ *     A gradient pointer that is NULL is not wanted and is skipped.
+ *   - Activations are NCHW (B, C, H, W); conv weights OIHW; linear weights (OUT, IN) as torch.nn.Linear.
+ *   - Every kernel has a plain reference version (suffix _ref) kept for tests; the unsuffixed version is the
+ *     one the model uses and may be faster, and must agree with the reference.
+ *   - Sizes are size_t; no kernel allocates except through df_scratch().
+ */
+#ifndef DF_KERNELS_H
+#define DF_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- GEMM ---- */
+/* C[M,N] = alpha * op(A)[M,K] * op(B)[K,N] + beta * C, row-major. op(A) = A (lda >= K) or A^T when transA
+ * (A stored K x M, lda >= M); likewise B. beta == 0 never reads C (C may hold NaN). */
+void gemm(int transA, int transB, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
+          const float *B, size_t ldb, float beta, float *C, size_t ldc);
+void gemm_ref(int transA, int transB, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
+              const float *B, size_t ldb, float beta, float *C, size_t ldc);
+
+/* ---- 2-D convolution ---- */
+/* Any kernel size, any stride, asymmetric zero padding (top, bottom, left, right), optional bias.
+ * H_out = (H + pad_t + pad_b - KH) / stride + 1, W_out likewise. */
+typedef struct {
+    size_t B, C_in, H, W, C_out, KH, KW;
+    size_t stride, pad_t, pad_b, pad_l, pad_r;
+} conv2d_dims;
+size_t conv2d_out_h(const conv2d_dims *d);
+size_t conv2d_out_w(const conv2d_dims *d);
+/* out (B, C_out, H_out, W_out); in (B, C_in, H, W); weight (C_out, C_in, KH, KW); bias (C_out) or NULL. */
+void conv2d_forward(float *out, const float *in, const float *weight, const float *bias, const conv2d_dims *d);
+void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout, const float *in,
+                     const float *weight, const conv2d_dims *d);
+void conv2d_forward_ref(float *out, const float *in, const float *weight, const float *bias,
+                        const conv2d_dims *d);
+void conv2d_backward_ref(float *din, float *dweight, float *dbias, const float *dout, const float *in,
+                         const float *weight, const conv2d_dims *d);
+
+/* ---- linear ---- */
+/* out (N, OUT) = in (N, IN) @ weight^T + bias; weight (OUT, IN); bias (OUT) or NULL. */
+void linear_forward(float *out, const float *in, const float *weight, const float *bias, size_t N, size_t IN,
+                    size_t OUT);
+void linear_backward(float *din, float *dweight, float *dbias, const float *dout, const float *in,
+                     const float *weight, size_t N, size_t IN, size_t OUT);
+void linear_forward_ref(float *out, const float *in, const float *weight, const float *bias, size_t N,
+                        size_t IN, size_t OUT);
+void linear_backward_ref(float *din, float *dweight, float *dbias, const float *dout, const float *in,
+                         const float *weight, size_t N, size_t IN, size_t OUT);
+
+/* ---- group normalisation ---- */
+/* in/out (B, C, HW); G groups of C/G channels; gamma, beta (C) or NULL (not affine).
+ * Saves mean and rstd (B, G) for backward. Biased variance, as torch. */
+void groupnorm_forward(float *out, float *mean, float *rstd, const float *in, const float *gamma,
+                       const float *beta, size_t B, size_t C, size_t HW, size_t G, float eps);
+void groupnorm_backward(float *din, float *dgamma, float *dbeta, const float *dout, const float *in,
+                        const float *mean, const float *rstd, const float *gamma, size_t B, size_t C, size_t HW,
+                        size_t G);
+
+/* ---- activations ---- */
+/* silu(x) = x * sigmoid(x); relu(x) = max(x, 0). Backward takes the forward input. */
+void silu_forward(float *out, const float *in, size_t n);
+void silu_backward(float *din, const float *dout, const float *in, size_t n);
+void relu_forward(float *out, const float *in, size_t n);
+void relu_backward(float *din, const float *dout, const float *in, size_t n);
+
+/* ---- elementwise and shape ops ---- */
+/* out = a + b (out may alias a or b). Backward: da += dout, db += dout. */
+void add_forward(float *out, const float *a, const float *b, size_t n);
+void add_backward(float *da, float *db, const float *dout, size_t n);
+/* out = in * s. Backward: din += s * dout. */
+void scale_forward(float *out, const float *in, float s, size_t n);
+void scale_backward(float *din, const float *dout, float s, size_t n);
+/* out (B, C, HW) = in + bias[b, c] broadcast over HW (the time embedding added to a feature map).
+ * Backward: din += dout; dbias[b, c] += sum over HW of dout. */
+void add_channel_forward(float *out, const float *in, const float *bias, size_t B, size_t C, size_t HW);
+void add_channel_backward(float *din, float *dbias, const float *dout, size_t B, size_t C, size_t HW);
+/* Nearest-neighbour 2x upsampling: in (B, C, H, W) -> out (B, C, 2H, 2W). */
+void upsample2x_forward(float *out, const float *in, size_t B, size_t C, size_t H, size_t W);
+void upsample2x_backward(float *din, const float *dout, size_t B, size_t C, size_t H, size_t W);
+/* Channel concatenation: a (B, Ca, HW), b (B, Cb, HW) -> out (B, Ca + Cb, HW). */
+void concat_forward(float *out, const float *a, const float *b, size_t B, size_t Ca, size_t Cb, size_t HW);
+void concat_backward(float *da, float *db, const float *dout, size_t B, size_t Ca, size_t Cb, size_t HW);
+
+/* ---- attention ---- */
+/* Multi-head scaled dot-product self-attention over the T = H*W positions of a feature map, channels
+ * first: q, k, v, out are (B, C, T) with C = heads * dh, head h owning channels [h*dh, (h+1)*dh).
+ *   P[b,h,i,j] = softmax_j( sum_c q[b,c,i] k[b,c,j] / sqrt(dh) ),  out[b,c,i] = sum_j P[b,h,i,j] v[b,c,j].
+ * probs (B, heads, T, T) is saved for backward; it may be NULL in forward (inference), which then works
+ * row by row in scratch memory. The DDPM U-Net's attention block is group norm, three 1x1 projections,
+ * this, an output projection and a residual add (composed in nn/). */
+void attention_forward(float *out, float *probs, const float *q, const float *k, const float *v, size_t B,
+                       size_t C, size_t T, size_t heads);
+void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
+                        const float *v, const float *probs, size_t B, size_t C, size_t T, size_t heads);
+void attention_forward_ref(float *out, float *probs, const float *q, const float *k, const float *v, size_t B,
+                           size_t C, size_t T, size_t heads);
+
+/* ---- timestep embedding ---- */
+/* diffusers' get_timestep_embedding: half = dim/2, freq_i = exp(-ln(max_period) * i / (half - freq_shift)),
+ * emb = [sin(t freq), cos(t freq)], or [cos, sin] when flip_sin_to_cos; a zero column pads an odd dim.
+ * out (N, dim); t (N) (float timesteps). No backward: timesteps are not differentiated. */
+void timestep_embedding(float *out, const float *t, size_t N, size_t dim, int flip_sin_to_cos,
+                        float freq_shift, float max_period);
+
+/* ---- dropout ---- */
+/* Inverted dropout with a counter-based mask: element i is dropped when uniform(seed, stream, i) < p, else
+ * scaled by 1 / (1 - p). Backward regenerates the same mask from (seed, stream): nothing is stored. */
+void dropout_forward(float *out, const float *in, size_t n, float p, uint64_t seed, uint64_t stream);
+void dropout_backward(float *din, const float *dout, size_t n, float p, uint64_t seed, uint64_t stream);
+
+/* ---- losses ---- */
+/* Mean over n elements: mse = mean((pred - target)^2), l1 = mean(|pred - target|). Computed in double.
+ * Backward: dpred += scale * d(loss)/d(pred) (scale is the upstream gradient, 1 for a plain loss). */
+float mse_forward(const float *pred, const float *target, size_t n);
+void mse_backward(float *dpred, const float *pred, const float *target, size_t n, float scale);
+float l1_forward(const float *pred, const float *target, size_t n);
+void l1_backward(float *dpred, const float *pred, const float *target, size_t n, float scale);
+
+#endif

@@ -1,0 +1,52 @@
+/* test_base.c: the Philox generator against the Random123 known-answer vectors, stream properties. */
+#include <math.h>
+#include <string.h>
+
+#include "../src/base/base.h"
+#include "../src/base/rng.h"
+#include "test.h"
+
+TEST(philox_known_answers) {
+    /* Random123's kat_vectors for philox4x32_10. */
+    static const uint32_t cases[3][10] = {
+        {0, 0, 0, 0, 0, 0, 0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8},
+        {0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff, 0x408f276d, 0x41c83b0e,
+         0xa20bc7c6, 0x6d5451fd},
+        {0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344, 0xa4093822, 0x299f31d0, 0xd16cfe09, 0x94fdcceb,
+         0x5001e420, 0x24126ea1},
+    };
+    for (int c = 0; c < 3; c++) {
+        uint32_t out[4];
+        philox4x32_10(out, cases[c], cases[c] + 4);
+        EXPECT(memcmp(out, cases[c] + 6, sizeof out) == 0, "case %d: got %08x %08x %08x %08x", c, out[0], out[1],
+               out[2], out[3]);
+    }
+}
+
+TEST(rng_streams_are_pure_functions) {
+    float a[37], b[20], c[37];
+    df_rng_normal(a, 37, 42, 7, 0);
+    df_rng_normal(b, 20, 42, 7, 17); /* an unaligned window of the same stream */
+    EXPECT(memcmp(a + 17, b, sizeof b) == 0, "a window of a stream must equal the stream's elements");
+    df_rng_normal(c, 37, 42, 8, 0);
+    EXPECT(memcmp(a, c, sizeof a) != 0, "different streams must differ");
+    /* moments of a long normal stream */
+    size_t n = 1 << 18;
+    float *z = df_malloc(n * sizeof(float));
+    df_rng_normal(z, n, 1, 2, 0);
+    double m = 0, v = 0;
+    for (size_t i = 0; i < n; i++) m += z[i];
+    m /= n;
+    for (size_t i = 0; i < n; i++) v += (z[i] - m) * (z[i] - m);
+    v /= n;
+    EXPECT(fabs(m) < 0.01 && fabs(v - 1) < 0.01, "normal stream mean %.4f var %.4f", m, v);
+    df_rng_uniform(z, n, 1, 3, 0);
+    double mu = 0;
+    for (size_t i = 0; i < n; i++) {
+        EXPECT(z[i] > 0 && z[i] < 1, "uniform out of (0,1): %g", z[i]);
+        mu += z[i];
+        if (!(z[i] > 0 && z[i] < 1)) break;
+    }
+    EXPECT(fabs(mu / n - 0.5) < 0.005, "uniform mean %.4f", mu / n);
+    df_free(z);
+}
