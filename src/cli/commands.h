@@ -1,0 +1,8 @@
+/* commands.h: the subcommands of the diffuse binary (one file each). Each takes the arguments after its
+ * name and returns the process exit status. */
+#ifndef DF_COMMANDS_H
+#define DF_COMMANDS_H
+
+int cmd_info(int argc, char **argv);
+
+#endif

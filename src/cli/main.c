@@ -1,0 +1,38 @@
+/* main.c: the diffuse binary: dispatches to a subcommand. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli/commands.h"
+
+#define DIFFUSE_VERSION "0.1.0"
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *about;
+} commands[] = {
+    {"info", cmd_info, "parameters, forward GFLOPs and memory of a preset, config or model folder"},
+};
+
+static void usage(void) {
+    printf("diffuse %s: denoising diffusion models (DDPM, DDIM) in C\n\nusage: diffuse COMMAND [flags]\n\ncommands:\n",
+           DIFFUSE_VERSION);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        printf("  %-12s %s\n", commands[i].name, commands[i].about);
+    printf("\n'diffuse COMMAND --help' lists a command's flags and their defaults.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage();
+        return argc < 2 ? 1 : 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("diffuse %s\n", DIFFUSE_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 2, argv + 2);
+    fprintf(stderr, "diffuse: unknown command '%s' (run 'diffuse --help' for the list)\n", argv[1]);
+    return 1;
+}

@@ -1,0 +1,269 @@
+/* graph.c: building a graph of kernel calls and planning its memory. Execution is in graph_exec.c. */
+#include "nn/graph.h"
+
+#include <string.h>
+
+#include "base/base.h"
+
+void df_graph_init(df_graph *g, df_params *params, size_t batch, int train) {
+    memset(g, 0, sizeof *g);
+    g->params = params;
+    g->batch = batch;
+    g->train = train;
+    g->output = -1;
+}
+
+void df_graph_free(df_graph *g) {
+    df_free(g->t);
+    df_free(g->ops);
+    df_free(g->arena);
+    df_free(g->grad_arena);
+    memset(g, 0, sizeof *g);
+}
+
+/* ---- tensors and ops ---- */
+
+static int new_tensor(df_graph *g, size_t n, size_t c, size_t h, size_t w, int is_aux) {
+    if (g->nt == g->cap_t) {
+        int cap = g->cap_t ? 2 * g->cap_t : 256;
+        df_tensor *nt = df_malloc((size_t)cap * sizeof *nt);
+        if (g->nt) memcpy(nt, g->t, (size_t)g->nt * sizeof *nt);
+        df_free(g->t);
+        g->t = nt, g->cap_t = cap;
+    }
+    df_tensor *t = &g->t[g->nt];
+    memset(t, 0, sizeof *t);
+    t->n = n, t->c = c, t->h = h, t->w = w;
+    t->numel = n * c * h * w;
+    t->producer = g->nops; /* the op about to be added; g_input resets it */
+    t->last_use = -1;
+    t->is_aux = is_aux;
+    return g->nt++;
+}
+
+static df_op *new_op(df_graph *g, df_opkind kind, int in0, int in1, int in2) {
+    if (g->nops == g->cap_ops) {
+        int cap = g->cap_ops ? 2 * g->cap_ops : 256;
+        df_op *no = df_malloc((size_t)cap * sizeof *no);
+        if (g->nops) memcpy(no, g->ops, (size_t)g->nops * sizeof *no);
+        df_free(g->ops);
+        g->ops = no, g->cap_ops = cap;
+    }
+    df_op *op = &g->ops[g->nops];
+    memset(op, 0, sizeof *op);
+    op->kind = kind;
+    op->in[0] = in0, op->in[1] = in1, op->in[2] = in2;
+    op->out = op->aux = op->w = op->b = -1;
+    for (int i = 0; i < 3; i++) DF_CHECK(op->in[i] < g->nt, "op input %d is not a tensor yet", op->in[i]);
+    return op;
+}
+
+/* Adds the op's output tensor, finishing the op; returns the tensor id. */
+static int finish(df_graph *g, df_op *op, size_t n, size_t c, size_t h, size_t w) {
+    op->out = new_tensor(g, n, c, h, w, 0);
+    g->nops++;
+    g->output = op->out;
+    return op->out;
+}
+
+static const df_param *param(const df_graph *g, int i) {
+    DF_CHECK(i >= 0 && (size_t)i < g->params->n, "parameter id %d", i);
+    return &g->params->p[i];
+}
+
+/* ---- builders ---- */
+
+int g_input(df_graph *g, size_t n, size_t c, size_t h, size_t w) {
+    int id = new_tensor(g, n, c, h, w, 0);
+    g->t[id].producer = -1;
+    return id;
+}
+
+int g_conv(df_graph *g, int x, int w, int b, size_t stride, size_t pt, size_t pb, size_t pl, size_t pr) {
+    const df_tensor *tx = &g->t[x];
+    const df_param *pw = param(g, w);
+    size_t kh = pw->ndim == 4 ? (size_t)pw->shape[2] : 1, kw = pw->ndim == 4 ? (size_t)pw->shape[3] : 1;
+    DF_CHECK((size_t)pw->shape[1] == tx->c, "conv %s expects %lld input channels, got %zu", pw->name,
+             (long long)pw->shape[1], tx->c);
+    DF_CHECK(b < 0 || param(g, b)->numel == (size_t)pw->shape[0], "conv bias size");
+    DF_CHECK(tx->h + pt + pb >= kh && tx->w + pl + pr >= kw && stride >= 1, "conv %s: input too small", pw->name);
+    df_op *op = new_op(g, OP_CONV2D, x, -1, -1);
+    op->w = w, op->b = b, op->stride = stride;
+    op->pad[0] = pt, op->pad[1] = pb, op->pad[2] = pl, op->pad[3] = pr;
+    size_t ho = (tx->h + pt + pb - kh) / stride + 1, wo = (tx->w + pl + pr - kw) / stride + 1;
+    return finish(g, op, tx->n, (size_t)pw->shape[0], ho, wo);
+}
+
+int g_linear(df_graph *g, int x, int w, int b) {
+    const df_tensor *tx = &g->t[x];
+    const df_param *pw = param(g, w);
+    DF_CHECK(pw->ndim == 2 && (size_t)pw->shape[1] == tx->c * tx->h * tx->w, "linear %s input size", pw->name);
+    df_op *op = new_op(g, OP_LINEAR, x, -1, -1);
+    op->w = w, op->b = b;
+    return finish(g, op, tx->n, (size_t)pw->shape[0], 1, 1);
+}
+
+int g_groupnorm(df_graph *g, int x, int gamma, int beta, size_t groups, float eps) {
+    df_tensor tx = g->t[x];
+    DF_CHECK(groups >= 1 && tx.c % groups == 0, "group norm: %zu channels do not split into %zu groups", tx.c,
+             groups);
+    df_op *op = new_op(g, OP_GROUPNORM, x, -1, -1);
+    op->w = gamma, op->b = beta, op->groups = groups, op->eps = eps;
+    op->aux = new_tensor(g, 2, tx.n, groups, 1, 1); /* mean then rstd, (B, G) each */
+    return finish(g, op, tx.n, tx.c, tx.h, tx.w);
+}
+
+static int unary(df_graph *g, df_opkind kind, int x) {
+    df_tensor tx = g->t[x];
+    df_op *op = new_op(g, kind, x, -1, -1);
+    return finish(g, op, tx.n, tx.c, tx.h, tx.w);
+}
+
+int g_silu(df_graph *g, int x) { return unary(g, OP_SILU, x); }
+int g_upsample2x(df_graph *g, int x) {
+    df_tensor tx = g->t[x];
+    df_op *op = new_op(g, OP_UPSAMPLE2X, x, -1, -1);
+    return finish(g, op, tx.n, tx.c, 2 * tx.h, 2 * tx.w);
+}
+
+int g_scale(df_graph *g, int x, float s) {
+    int out = unary(g, OP_SCALE, x);
+    g->ops[g->nops - 1].s = s;
+    return out;
+}
+
+int g_dropout(df_graph *g, int x, float p) {
+    DF_CHECK(p >= 0 && p < 1, "dropout probability %g", p);
+    int out = unary(g, OP_DROPOUT, x);
+    g->ops[g->nops - 1].s = p;
+    return out;
+}
+
+int g_add(df_graph *g, int a, int b) {
+    df_tensor ta = g->t[a], tb = g->t[b];
+    DF_CHECK(ta.n == tb.n && ta.c == tb.c && ta.h == tb.h && ta.w == tb.w, "add: shapes differ");
+    df_op *op = new_op(g, OP_ADD, a, b, -1);
+    return finish(g, op, ta.n, ta.c, ta.h, ta.w);
+}
+
+int g_add_channel(df_graph *g, int x, int v) {
+    df_tensor tx = g->t[x], tv = g->t[v];
+    DF_CHECK(tv.n == tx.n && tv.c == tx.c && tv.h * tv.w == 1, "add_channel: vector (%zu, %zu) for map (%zu, %zu)",
+             tv.n, tv.c, tx.n, tx.c);
+    df_op *op = new_op(g, OP_ADD_CHANNEL, x, v, -1);
+    return finish(g, op, tx.n, tx.c, tx.h, tx.w);
+}
+
+int g_concat(df_graph *g, int a, int b) {
+    df_tensor ta = g->t[a], tb = g->t[b];
+    DF_CHECK(ta.n == tb.n && ta.h == tb.h && ta.w == tb.w, "concat: (%zu, %zux%zu) with (%zu, %zux%zu)", ta.n, ta.h,
+             ta.w, tb.n, tb.h, tb.w);
+    df_op *op = new_op(g, OP_CONCAT, a, b, -1);
+    return finish(g, op, ta.n, ta.c + tb.c, ta.h, ta.w);
+}
+
+int g_attention(df_graph *g, int q, int k, int v, size_t heads) {
+    df_tensor tq = g->t[q];
+    DF_CHECK(heads >= 1 && tq.c % heads == 0, "attention: %zu channels, %zu heads", tq.c, heads);
+    df_op *op = new_op(g, OP_ATTENTION, q, k, v);
+    op->heads = heads;
+    size_t T = tq.h * tq.w;
+    if (g->train) op->aux = new_tensor(g, tq.n, heads, T, T, 1);
+    return finish(g, op, tq.n, tq.c, tq.h, tq.w);
+}
+
+int g_timestep_embed(df_graph *g, int t, size_t dim, int flip_sin_to_cos, float freq_shift) {
+    df_tensor tt = g->t[t];
+    DF_CHECK(tt.c * tt.h * tt.w == 1, "timestep embedding takes one timestep per sample");
+    df_op *op = new_op(g, OP_TIMESTEP_EMBED, t, -1, -1);
+    op->flip = flip_sin_to_cos, op->s = freq_shift;
+    return finish(g, op, tt.n, dim, 1, 1);
+}
+
+/* ---- memory plan ---- */
+
+typedef struct {
+    size_t off, size;
+    int id;
+} block;
+
+/* Lowest offset where `size` floats fit between the live blocks (kept sorted by offset). */
+static size_t first_fit(const block *live, int nlive, size_t size) {
+    size_t off = 0;
+    for (int i = 0; i < nlive; i++) {
+        if (live[i].off >= off + size) break;
+        if (live[i].off + live[i].size > off) off = live[i].off + live[i].size;
+    }
+    return off;
+}
+
+static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; } /* 64-byte alignment per tensor */
+
+void df_graph_plan(df_graph *g) {
+    DF_CHECK(!g->arena, "graph planned twice");
+    for (int i = 0; i < g->nops; i++) {
+        const df_op *op = &g->ops[i];
+        for (int k = 0; k < 3; k++)
+            if (op->in[k] >= 0) g->t[op->in[k]].last_use = i;
+        if (op->aux >= 0) g->t[op->aux].last_use = i;
+    }
+    g->t[g->output].last_use = g->nops;
+    for (int i = 0; i < g->nt; i++)
+        if (g->t[i].producer < 0) g->t[i].last_use = g->nops; /* inputs stay for the whole pass */
+
+    if (g->train) { /* every tensor its own place, gradients for activations */
+        size_t off = 0, goff = 0;
+        for (int i = 0; i < g->nt; i++) {
+            g->t[i].offset = off;
+            off += round16(g->t[i].numel);
+        }
+        g->arena_floats = off;
+        g->arena = df_calloc(off, sizeof(float));
+        for (int i = 0; i < g->nt; i++) {
+            g->t[i].data = g->arena + g->t[i].offset;
+            if (!g->t[i].is_aux && g->t[i].producer >= 0) goff += round16(g->t[i].numel);
+        }
+        g->grad_floats = goff;
+        g->grad_arena = df_calloc(goff, sizeof(float));
+        goff = 0;
+        for (int i = 0; i < g->nt; i++)
+            if (!g->t[i].is_aux && g->t[i].producer >= 0) {
+                g->t[i].grad = g->grad_arena + goff;
+                goff += round16(g->t[i].numel);
+            }
+        return;
+    }
+
+    /* inference: place each tensor when its producer runs, free it after its last reader */
+    block *live = df_malloc((size_t)(g->nt + 1) * sizeof *live);
+    int nlive = 0;
+    size_t top = 0;
+    for (int step = -1; step < g->nops; step++) {
+        for (int i = 0; i < g->nt; i++) {
+            df_tensor *t = &g->t[i];
+            if (t->producer != step) continue;
+            size_t size = round16(t->numel);
+            t->offset = first_fit(live, nlive, size);
+            int at = nlive;
+            while (at > 0 && live[at - 1].off > t->offset) at--;
+            memmove(live + at + 1, live + at, (size_t)(nlive - at) * sizeof *live);
+            live[at] = (block){t->offset, size, i};
+            nlive++;
+            if (t->offset + size > top) top = t->offset + size;
+        }
+        for (int j = 0; j < nlive;) { /* free what this op read for the last time */
+            if (g->t[live[j].id].last_use <= step) {
+                memmove(live + j, live + j + 1, (size_t)(nlive - j - 1) * sizeof *live);
+                nlive--;
+            } else {
+                j++;
+            }
+        }
+    }
+    df_free(live);
+    g->arena_floats = top;
+    g->arena = df_calloc(top, sizeof(float));
+    for (int i = 0; i < g->nt; i++) g->t[i].data = g->arena + g->t[i].offset;
+}
+
+size_t df_graph_bytes(const df_graph *g) { return (g->arena_floats + g->grad_floats) * sizeof(float); }

@@ -1,0 +1,103 @@
+/* graph.h: a static graph of kernel calls, built once per (model, batch, mode), with a memory plan.
+ *
+ * A model is written as a builder (see unet.c) that calls g_conv, g_groupnorm, ... in forward order. The
+ * builder both names the model's parameters and records the ops; df_graph_plan then lays every tensor out
+ * in one arena:
+ *   - training graphs keep every activation (and the statistics backward needs: group-norm mean/rstd,
+ *     attention probabilities) and get a gradient arena of the same layout;
+ *   - inference graphs reuse memory: a tensor lives from the op that writes it to the last op that reads
+ *     it, and first-fit placement packs the live ones, so sampling stores nothing it does not need.
+ * Nothing is allocated per step: forward and backward only walk the op list.
+ */
+#ifndef DF_GRAPH_H
+#define DF_GRAPH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nn/params.h"
+
+typedef enum {
+    OP_CONV2D,
+    OP_LINEAR,
+    OP_GROUPNORM,
+    OP_SILU,
+    OP_ADD,
+    OP_SCALE,
+    OP_ADD_CHANNEL,
+    OP_UPSAMPLE2X,
+    OP_CONCAT,
+    OP_ATTENTION,
+    OP_TIMESTEP_EMBED,
+    OP_DROPOUT,
+} df_opkind;
+
+typedef struct {
+    size_t n, c, h, w; /* NCHW; a batch of vectors is (n, c, 1, 1) */
+    size_t numel;
+    float *data, *grad; /* set by df_graph_plan; grad is NULL for inputs and saved statistics */
+    int producer;       /* op index, -1 for a graph input */
+    int last_use;       /* last op reading it; nops for the graph output */
+    int is_aux;         /* saved statistics (not an activation: no gradient) */
+    size_t offset;
+} df_tensor;
+
+typedef struct {
+    df_opkind kind;
+    int in[3], out, aux; /* tensor ids, -1 for none */
+    int w, b;            /* parameter ids, -1 for none */
+    size_t stride, pad[4]; /* conv: top, bottom, left, right */
+    size_t groups;       /* group norm */
+    float eps;           /* group norm */
+    size_t heads;        /* attention */
+    float s;             /* scale factor; dropout probability; timestep-embedding freq_shift */
+    int flip;            /* timestep embedding: flip_sin_to_cos */
+} df_op;
+
+typedef struct {
+    df_params *params; /* not owned */
+    int train;
+    size_t batch;
+    df_tensor *t;
+    int nt, cap_t;
+    df_op *ops;
+    int nops, cap_ops;
+    int output;
+    float *arena, *grad_arena;
+    size_t arena_floats, grad_floats;
+    uint64_t dropout_seed, dropout_step; /* the training loop sets these each step */
+} df_graph;
+
+void df_graph_init(df_graph *g, df_params *params, size_t batch, int train);
+void df_graph_free(df_graph *g);
+
+/* ---- builders: each returns the id of its output tensor ---- */
+int g_input(df_graph *g, size_t n, size_t c, size_t h, size_t w);
+/* Kernel size and channels come from the weight's shape (O, I, KH, KW), or (O, I) for a 1x1 projection. */
+int g_conv(df_graph *g, int x, int w, int b, size_t stride, size_t pt, size_t pb, size_t pl, size_t pr);
+int g_linear(df_graph *g, int x, int w, int b);
+int g_groupnorm(df_graph *g, int x, int gamma, int beta, size_t groups, float eps);
+int g_silu(df_graph *g, int x);
+int g_add(df_graph *g, int a, int b);
+int g_scale(df_graph *g, int x, float s);
+int g_add_channel(df_graph *g, int x, int v);
+int g_upsample2x(df_graph *g, int x);
+int g_concat(df_graph *g, int a, int b);
+int g_attention(df_graph *g, int q, int k, int v, size_t heads);
+int g_timestep_embed(df_graph *g, int t, size_t dim, int flip_sin_to_cos, float freq_shift);
+int g_dropout(df_graph *g, int x, float p);
+
+/* Lays out memory (see above) and allocates the arenas. Call once after building. */
+void df_graph_plan(df_graph *g);
+/* Runs the ops in order; inputs must have been written to their tensors' data. */
+void df_graph_forward(df_graph *g);
+/* Training graphs only: dout is the gradient of the loss w.r.t. the output tensor. Zeroes the activation
+ * gradients, then ACCUMULATES parameter gradients into params->grad (the caller zeroes those). */
+void df_graph_backward(df_graph *g, const float *dout);
+
+/* FLOPs of one forward pass (2 per multiply-add of convolutions, linears and attention products). */
+double df_graph_flops(const df_graph *g);
+/* Bytes of the activation arena plus its gradients. */
+size_t df_graph_bytes(const df_graph *g);
+
+#endif

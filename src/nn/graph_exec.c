@@ -1,0 +1,133 @@
+/* graph_exec.c: running a planned graph forward and backward, one kernel call per op. */
+#include <string.h>
+
+#include "base/base.h"
+#include "base/rng.h"
+#include "kernels/kernels.h"
+#include "nn/graph.h"
+
+#define DF_STREAM_DROPOUT 0x0d
+
+static conv2d_dims conv_dims(const df_graph *g, const df_op *op) {
+    const df_tensor *x = &g->t[op->in[0]];
+    const df_param *w = &g->params->p[op->w];
+    conv2d_dims d = {.B = x->n, .C_in = x->c, .H = x->h, .W = x->w, .C_out = (size_t)w->shape[0],
+                     .KH = w->ndim == 4 ? (size_t)w->shape[2] : 1, .KW = w->ndim == 4 ? (size_t)w->shape[3] : 1,
+                     .stride = op->stride, .pad_t = op->pad[0], .pad_b = op->pad[1], .pad_l = op->pad[2],
+                     .pad_r = op->pad[3]};
+    return d;
+}
+
+static const float *pdata(const df_graph *g, int i) { return i >= 0 ? df_param_data(g->params, i) : NULL; }
+static float *pgrad(const df_graph *g, int i) { return i >= 0 ? df_param_grad(g->params, i) : NULL; }
+
+static uint64_t dropout_stream(const df_graph *g, int op_index) {
+    return df_stream(DF_STREAM_DROPOUT, (uint32_t)op_index, (uint32_t)g->dropout_step);
+}
+
+/* ---- forward ---- */
+
+void df_graph_forward(df_graph *g) {
+    for (int i = 0; i < g->nops; i++) {
+        const df_op *op = &g->ops[i];
+        df_tensor *y = &g->t[op->out];
+        const df_tensor *a = &g->t[op->in[0]];
+        const df_tensor *b = op->in[1] >= 0 ? &g->t[op->in[1]] : NULL;
+        switch (op->kind) {
+        case OP_CONV2D: {
+            conv2d_dims d = conv_dims(g, op);
+            conv2d_forward(y->data, a->data, pdata(g, op->w), pdata(g, op->b), &d);
+        } break;
+        case OP_LINEAR:
+            linear_forward(y->data, a->data, pdata(g, op->w), pdata(g, op->b), a->n, a->numel / a->n, y->c);
+            break;
+        case OP_GROUPNORM: {
+            float *mean = g->t[op->aux].data, *rstd = mean + a->n * op->groups;
+            groupnorm_forward(y->data, mean, rstd, a->data, pdata(g, op->w), pdata(g, op->b), a->n, a->c,
+                              a->h * a->w, op->groups, op->eps);
+        } break;
+        case OP_SILU: silu_forward(y->data, a->data, a->numel); break;
+        case OP_ADD: add_forward(y->data, a->data, b->data, a->numel); break;
+        case OP_SCALE: scale_forward(y->data, a->data, op->s, a->numel); break;
+        case OP_ADD_CHANNEL: add_channel_forward(y->data, a->data, b->data, a->n, a->c, a->h * a->w); break;
+        case OP_UPSAMPLE2X: upsample2x_forward(y->data, a->data, a->n, a->c, a->h, a->w); break;
+        case OP_CONCAT: concat_forward(y->data, a->data, b->data, a->n, a->c, b->c, a->h * a->w); break;
+        case OP_ATTENTION:
+            attention_forward(y->data, op->aux >= 0 ? g->t[op->aux].data : NULL, a->data, b->data,
+                              g->t[op->in[2]].data, a->n, a->c, a->h * a->w, op->heads);
+            break;
+        case OP_TIMESTEP_EMBED: timestep_embedding(y->data, a->data, a->n, y->c, op->flip, op->s, 10000.0f); break;
+        case OP_DROPOUT:
+            if (g->train)
+                dropout_forward(y->data, a->data, a->numel, op->s, g->dropout_seed, dropout_stream(g, i));
+            else
+                memcpy(y->data, a->data, a->numel * sizeof(float));
+            break;
+        }
+    }
+}
+
+/* ---- backward ---- */
+
+void df_graph_backward(df_graph *g, const float *dout) {
+    DF_CHECK(g->train, "backward on an inference graph");
+    memset(g->grad_arena, 0, g->grad_floats * sizeof(float));
+    memcpy(g->t[g->output].grad, dout, g->t[g->output].numel * sizeof(float));
+    for (int i = g->nops - 1; i >= 0; i--) {
+        const df_op *op = &g->ops[i];
+        const df_tensor *y = &g->t[op->out];
+        const df_tensor *a = &g->t[op->in[0]];
+        const df_tensor *b = op->in[1] >= 0 ? &g->t[op->in[1]] : NULL;
+        const float *dy = y->grad;
+        switch (op->kind) {
+        case OP_CONV2D: {
+            conv2d_dims d = conv_dims(g, op);
+            conv2d_backward(a->grad, pgrad(g, op->w), pgrad(g, op->b), dy, a->data, pdata(g, op->w), &d);
+        } break;
+        case OP_LINEAR:
+            linear_backward(a->grad, pgrad(g, op->w), pgrad(g, op->b), dy, a->data, pdata(g, op->w), a->n,
+                            a->numel / a->n, y->c);
+            break;
+        case OP_GROUPNORM: {
+            const float *mean = g->t[op->aux].data, *rstd = mean + a->n * op->groups;
+            groupnorm_backward(a->grad, pgrad(g, op->w), pgrad(g, op->b), dy, a->data, mean, rstd, pdata(g, op->w),
+                               a->n, a->c, a->h * a->w, op->groups);
+        } break;
+        case OP_SILU: silu_backward(a->grad, dy, a->data, a->numel); break;
+        case OP_ADD: add_backward(a->grad, b->grad, dy, a->numel); break;
+        case OP_SCALE: scale_backward(a->grad, dy, op->s, a->numel); break;
+        case OP_ADD_CHANNEL: add_channel_backward(a->grad, b->grad, dy, a->n, a->c, a->h * a->w); break;
+        case OP_UPSAMPLE2X: upsample2x_backward(a->grad, dy, a->n, a->c, a->h, a->w); break;
+        case OP_CONCAT: concat_backward(a->grad, b->grad, dy, a->n, a->c, b->c, a->h * a->w); break;
+        case OP_ATTENTION: {
+            const df_tensor *v = &g->t[op->in[2]];
+            attention_backward(a->grad, b->grad, v->grad, dy, a->data, b->data, v->data, g->t[op->aux].data, a->n,
+                               a->c, a->h * a->w, op->heads);
+        } break;
+        case OP_TIMESTEP_EMBED: break; /* timesteps are not differentiated */
+        case OP_DROPOUT:
+            dropout_backward(a->grad, dy, a->numel, op->s, g->dropout_seed, dropout_stream(g, i));
+            break;
+        }
+    }
+}
+
+/* ---- cost ---- */
+
+double df_graph_flops(const df_graph *g) {
+    double f = 0;
+    for (int i = 0; i < g->nops; i++) {
+        const df_op *op = &g->ops[i];
+        const df_tensor *y = &g->t[op->out], *a = &g->t[op->in[0]];
+        if (op->kind == OP_CONV2D) {
+            const df_param *w = &g->params->p[op->w];
+            f += 2.0 * (double)y->numel * (double)(w->numel / (size_t)w->shape[0]);
+        } else if (op->kind == OP_LINEAR) {
+            f += 2.0 * (double)y->numel * (double)(a->numel / a->n);
+        } else if (op->kind == OP_ATTENTION) {
+            double T = (double)(a->h * a->w);
+            f += 4.0 * (double)a->n * T * T * (double)a->c;
+        }
+    }
+    return f;
+}

@@ -1,0 +1,379 @@
+/* unet.c: the DDPM U-Net as diffusers' UNet2DModel: one builder that names the parameters (state-dict
+ * keys, PyTorch shapes) and records the forward graph; weights init, load and save; forward and backward. */
+#include "nn/unet.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "base/base.h"
+#include "base/rng.h"
+#include "io/safetensors.h"
+
+/* ---- builder ---- */
+
+typedef struct {
+    df_unet *m;
+    df_graph *g; /* NULL: register parameters only */
+    int train;
+    int temb; /* silu(time embedding), shared by every resnet's time_emb_proj */
+    size_t temb_dim;
+} builder;
+
+static int param(builder *b, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3, const char *fmt, ...)
+    DF_PRINTF(7, 8);
+static int param(builder *b, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3, const char *fmt, ...) {
+    char name[DF_PARAM_NAME];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    return df_params_add(&b->m->params, name, ndim, d0, d1, d2, d3);
+}
+
+/* A k x k convolution named `prefix` (prefix.weight, prefix.bias). */
+static int conv(builder *b, int x, const char *prefix, int cin, int cout, int k, int stride, int pt, int pb, int pl,
+                int pr) {
+    int w = param(b, 4, cout, cin, k, k, "%s.weight", prefix), bias = param(b, 1, cout, 0, 0, 0, "%s.bias", prefix);
+    return b->g ? g_conv(b->g, x, w, bias, (size_t)stride, (size_t)pt, (size_t)pb, (size_t)pl, (size_t)pr) : -1;
+}
+
+static int conv3(builder *b, int x, const char *prefix, int cin, int cout) {
+    return conv(b, x, prefix, cin, cout, 3, 1, 1, 1, 1, 1);
+}
+
+/* A linear layer; applied to a feature map it is a 1x1 convolution over channels (attention projections). */
+static int linear(builder *b, int x, const char *prefix, int cin, int cout, int on_map) {
+    int w = param(b, 2, cout, cin, 0, 0, "%s.weight", prefix), bias = param(b, 1, cout, 0, 0, 0, "%s.bias", prefix);
+    if (!b->g) return -1;
+    return on_map ? g_conv(b->g, x, w, bias, 1, 0, 0, 0, 0) : g_linear(b->g, x, w, bias);
+}
+
+static int groupnorm(builder *b, int x, const char *prefix, int ch) {
+    const df_unet_config *c = &b->m->cfg;
+    int w = param(b, 1, ch, 0, 0, 0, "%s.weight", prefix), bias = param(b, 1, ch, 0, 0, 0, "%s.bias", prefix);
+    return b->g ? g_groupnorm(b->g, x, w, bias, (size_t)c->norm_num_groups, c->norm_eps) : -1;
+}
+
+static int silu(builder *b, int x) { return b->g ? g_silu(b->g, x) : -1; }
+
+/* ResnetBlock2D: norm1, silu, conv1, + time_emb_proj(silu(temb)), norm2, silu, dropout, conv2, + shortcut,
+ * / output_scale_factor. */
+static int resnet(builder *b, int x, const char *prefix, int cin, int cout, float scale) {
+    char n[DF_PARAM_NAME];
+    const df_unet_config *c = &b->m->cfg;
+#define SUB(s) (snprintf(n, sizeof n, "%s.%s", prefix, s), n)
+    int h = groupnorm(b, x, SUB("norm1"), cin);
+    h = silu(b, h);
+    h = conv3(b, h, SUB("conv1"), cin, cout);
+    int tp = linear(b, b->temb, SUB("time_emb_proj"), (int)b->temb_dim, cout, 0);
+    if (b->g) h = g_add_channel(b->g, h, tp);
+    h = groupnorm(b, h, SUB("norm2"), cout);
+    h = silu(b, h);
+    if (b->g && b->train && c->dropout > 0) h = g_dropout(b->g, h, c->dropout);
+    h = conv3(b, h, SUB("conv2"), cout, cout);
+    int sc = cin != cout ? conv(b, x, SUB("conv_shortcut"), cin, cout, 1, 1, 0, 0, 0, 0) : x;
+#undef SUB
+    if (!b->g) return -1;
+    int out = g_add(b->g, sc, h);
+    return scale != 1.0f ? g_scale(b->g, out, 1.0f / scale) : out;
+}
+
+/* Attention (diffusers' deprecated attention block): group_norm, to_q/to_k/to_v, softmax attention over the
+ * H*W positions, to_out.0, + residual, / rescale_output_factor. */
+static int attention(builder *b, int x, const char *prefix, int ch, float scale) {
+    char n[DF_PARAM_NAME];
+    const df_unet_config *c = &b->m->cfg;
+#define SUB(s) (snprintf(n, sizeof n, "%s.%s", prefix, s), n)
+    int h = groupnorm(b, x, SUB("group_norm"), ch);
+    int q = linear(b, h, SUB("to_q"), ch, ch, 1);
+    int k = linear(b, h, SUB("to_k"), ch, ch, 1);
+    int v = linear(b, h, SUB("to_v"), ch, ch, 1);
+    int heads = c->attention_head_dim ? ch / c->attention_head_dim : 1;
+    int a = b->g ? g_attention(b->g, q, k, v, (size_t)heads) : -1;
+    int o = linear(b, a, SUB("to_out.0"), ch, ch, 1);
+#undef SUB
+    if (!b->g) return -1;
+    int out = g_add(b->g, o, x);
+    return scale != 1.0f ? g_scale(b->g, out, 1.0f / scale) : out;
+}
+
+void df_unet_build(df_unet *m, df_graph *g, size_t batch, int train, int *x_in, int *t_in) {
+    const df_unet_config *c = &m->cfg;
+    const int L = c->levels, *boc = c->block_out_channels, S = c->sample_size;
+    builder bd = {.m = m, .g = g, .train = train}, *b = &bd;
+    char n[DF_PARAM_NAME];
+    int x = -1, t = -1, temb = -1;
+    bd.temb_dim = (size_t)(c->time_embedding_dim ? c->time_embedding_dim : 4 * boc[0]);
+    if (g) {
+        x = g_input(g, batch, (size_t)c->in_channels, (size_t)S, (size_t)S);
+        t = g_input(g, batch, 1, 1, 1);
+        temb = g_timestep_embed(g, t, (size_t)boc[0], c->flip_sin_to_cos, c->freq_shift);
+    }
+    /* time embedding: linear_1, silu, linear_2; each resnet applies silu again before its projection */
+    temb = linear(b, temb, "time_embedding.linear_1", boc[0], (int)bd.temb_dim, 0);
+    temb = silu(b, temb);
+    temb = linear(b, temb, "time_embedding.linear_2", (int)bd.temb_dim, (int)bd.temb_dim, 0);
+    bd.temb = silu(b, temb);
+
+    int h = conv3(b, x, "conv_in", c->in_channels, boc[0]);
+    int skips[1 + DF_MAX_LEVELS * 16], skip_ch[1 + DF_MAX_LEVELS * 16], nskip = 0;
+    DF_CHECK(c->layers_per_block <= 15, "layers_per_block %d", c->layers_per_block);
+    skips[nskip] = h, skip_ch[nskip++] = boc[0];
+
+    /* ---- down ---- */
+    int ch = boc[0];
+    for (int i = 0; i < L; i++) {
+        int out = boc[i];
+        for (int j = 0; j < c->layers_per_block; j++) {
+            snprintf(n, sizeof n, "down_blocks.%d.resnets.%d", i, j);
+            h = resnet(b, h, n, j == 0 ? ch : out, out, 1.0f);
+            if (c->down_attn[i]) {
+                snprintf(n, sizeof n, "down_blocks.%d.attentions.%d", i, j);
+                h = attention(b, h, n, out, 1.0f);
+            }
+            skips[nskip] = h, skip_ch[nskip++] = out;
+        }
+        if (i < L - 1) { /* Downsample2D; padding 0 means diffusers' asymmetric (0, 1, 0, 1) pad */
+            int p = c->downsample_padding;
+            snprintf(n, sizeof n, "down_blocks.%d.downsamplers.0.conv", i);
+            h = conv(b, h, n, out, out, 3, 2, p, p ? p : 1, p, p ? p : 1);
+            skips[nskip] = h, skip_ch[nskip++] = out;
+        }
+        ch = out;
+    }
+
+    /* ---- middle ---- */
+    float ms = c->mid_block_scale_factor;
+    h = resnet(b, h, "mid_block.resnets.0", boc[L - 1], boc[L - 1], ms);
+    if (c->add_attention) h = attention(b, h, "mid_block.attentions.0", boc[L - 1], ms);
+    h = resnet(b, h, "mid_block.resnets.1", boc[L - 1], boc[L - 1], ms);
+
+    /* ---- up: layers_per_block + 1 resnets a level, each eating one skip from the end ---- */
+    int out = boc[L - 1];
+    for (int i = 0; i < L; i++) {
+        int prev = out;
+        out = boc[L - 1 - i];
+        for (int j = 0; j <= c->layers_per_block; j++) {
+            int skip = skips[--nskip], sch = skip_ch[nskip];
+            int rin = j == 0 ? prev : out;
+            if (g) h = g_concat(g, h, skip);
+            snprintf(n, sizeof n, "up_blocks.%d.resnets.%d", i, j);
+            h = resnet(b, h, n, rin + sch, out, 1.0f);
+            if (c->up_attn[i]) {
+                snprintf(n, sizeof n, "up_blocks.%d.attentions.%d", i, j);
+                h = attention(b, h, n, out, 1.0f);
+            }
+        }
+        if (i < L - 1) {
+            if (g) h = g_upsample2x(g, h);
+            snprintf(n, sizeof n, "up_blocks.%d.upsamplers.0.conv", i);
+            h = conv3(b, h, n, out, out);
+        }
+    }
+    DF_CHECK(nskip == 0, "U-Net skip connections unbalanced (%d left)", nskip);
+
+    /* ---- out ---- */
+    h = groupnorm(b, h, "conv_norm_out", boc[0]);
+    h = silu(b, h);
+    h = conv3(b, h, "conv_out", boc[0], c->out_channels);
+    if (x_in) *x_in = x;
+    if (t_in) *t_in = t;
+    (void)h;
+}
+
+/* ---- creation and weights ---- */
+
+df_unet *df_unet_create(const df_unet_config *c) {
+    if (df_unet_config_check(c)) return NULL;
+    df_unet *m = df_calloc(1, sizeof *m);
+    m->cfg = *c;
+    df_unet_build(m, NULL, 0, 0, NULL, NULL);
+    df_params_alloc(&m->params);
+    return m;
+}
+
+void df_unet_destroy(df_unet *m) {
+    if (!m) return;
+    if (m->have_graph) df_graph_free(&m->graph);
+    df_params_free(&m->params);
+    df_free(m);
+}
+
+const df_unet_config *df_unet_cfg(const df_unet *m) { return &m->cfg; }
+size_t df_unet_num_params(const df_unet *m) { return m->params.total; }
+float *df_unet_weights(df_unet *m) { return m->params.data; }
+float *df_unet_grads(df_unet *m) {
+    df_params_alloc_grad(&m->params);
+    return m->params.grad;
+}
+void df_unet_zero_grads(df_unet *m) {
+    df_params_alloc_grad(&m->params);
+    df_params_zero_grad(&m->params);
+}
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+#define DF_STREAM_INIT 0x01
+
+void df_unet_init_weights(df_unet *m, uint64_t seed) {
+    df_params *ps = &m->params;
+    for (size_t i = 0; i < ps->n; i++) {
+        const df_param *p = &ps->p[i];
+        float *w = ps->data + p->offset;
+        double fan_in = 0;
+        if (ends_with(p->name, ".weight") && p->ndim >= 2) {
+            fan_in = (double)(p->numel / (size_t)p->shape[0]);
+        } else if (ends_with(p->name, ".bias")) { /* the fan-in of the sibling weight, if it is a conv/linear */
+            char wname[DF_PARAM_NAME];
+            snprintf(wname, sizeof wname, "%.*s.weight", (int)(strlen(p->name) - 5), p->name);
+            int wi = df_params_find(ps, wname);
+            if (wi >= 0 && ps->p[wi].ndim >= 2) fan_in = (double)(ps->p[wi].numel / (size_t)ps->p[wi].shape[0]);
+        }
+        if (fan_in > 0) {
+            float bound = (float)(1.0 / sqrt(fan_in));
+            df_rng_uniform(w, p->numel, seed, df_stream(DF_STREAM_INIT, (uint32_t)i, 0), 0);
+            for (size_t k = 0; k < p->numel; k++) w[k] = bound * (2 * w[k] - 1);
+        } else { /* group norm: weight 1, bias 0 */
+            float v = ends_with(p->name, ".weight") ? 1.0f : 0.0f;
+            for (size_t k = 0; k < p->numel; k++) w[k] = v;
+        }
+    }
+}
+
+const char *df_unet_old_attention_name(const char *name, char *buf, size_t cap) {
+    static const char *const map[][2] = {
+        {".to_q.", ".query."}, {".to_k.", ".key."}, {".to_v.", ".value."}, {".to_out.0.", ".proj_attn."}};
+    if (!strstr(name, "attentions.")) return NULL;
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
+        const char *at = strstr(name, map[i][0]);
+        if (at) {
+            snprintf(buf, cap, "%.*s%s%s", (int)(at - name), name, map[i][1], at + strlen(map[i][0]));
+            return buf;
+        }
+    }
+    return NULL;
+}
+
+int df_unet_load(df_unet *m, const char *path) {
+    st_file f;
+    if (st_open(&f, path)) return -1;
+    df_params *ps = &m->params;
+    float *tmp = df_malloc(ps->total * sizeof(float));
+    size_t used = 0;
+    int rc = 0;
+    for (size_t i = 0; i < ps->n && rc == 0; i++) {
+        const df_param *p = &ps->p[i];
+        const char *name = p->name;
+        char old[DF_PARAM_NAME];
+        if (!st_find(&f, name) && df_unet_old_attention_name(name, old, sizeof old) && st_find(&f, old)) name = old;
+        if (!st_find(&f, name)) {
+            rc = df_error("%s: tensor '%s' is missing (the model's config expects it; was the folder saved from a "
+                          "different config?)", path, p->name);
+            break;
+        }
+        rc = st_read_f32(&f, name, tmp + p->offset, p->ndim, p->shape);
+        used++;
+    }
+    if (rc == 0 && used != f.n) {
+        for (size_t k = 0; k < f.n; k++) {
+            const char *tn = f.tensors[k].name;
+            int known = df_params_find(ps, tn) >= 0;
+            for (size_t i = 0; i < ps->n && !known; i++) {
+                char old[DF_PARAM_NAME];
+                const char *o = df_unet_old_attention_name(ps->p[i].name, old, sizeof old);
+                known = o && strcmp(o, tn) == 0;
+            }
+            if (!known) {
+                rc = df_error("%s: unexpected tensor '%s' that the model's config does not have (config and weights "
+                              "do not match)", path, tn);
+                break;
+            }
+        }
+        if (rc == 0) rc = df_error("%s: holds %zu tensors for %zu parameters (both attention namings at once?)",
+                                   path, f.n, ps->n);
+    }
+    if (rc == 0) memcpy(ps->data, tmp, ps->total * sizeof(float));
+    df_free(tmp);
+    st_close(&f);
+    return rc;
+}
+
+int df_unet_save(const df_unet *m, const char *path) {
+    const df_params *ps = &m->params;
+    st_entry *e = df_calloc(ps->n, sizeof *e);
+    for (size_t i = 0; i < ps->n; i++) {
+        e[i].name = ps->p[i].name;
+        e[i].dtype = ST_F32;
+        e[i].ndim = ps->p[i].ndim;
+        memcpy(e[i].shape, ps->p[i].shape, sizeof ps->p[i].shape);
+        e[i].data = ps->data + ps->p[i].offset;
+    }
+    static const char *const meta[] = {"format", "pt"};
+    int rc = st_write(path, e, ps->n, meta, 1);
+    df_free(e);
+    return rc;
+}
+
+/* ---- running ---- */
+
+static df_graph *graph_for(df_unet *m, size_t B, int train) {
+    if (m->have_graph && m->graph.batch == B && m->graph.train == train) return &m->graph;
+    if (m->have_graph) df_graph_free(&m->graph);
+    df_graph_init(&m->graph, &m->params, B, train);
+    df_unet_build(m, &m->graph, B, train, &m->x_in, &m->t_in);
+    df_graph_plan(&m->graph);
+    m->have_graph = 1;
+    return &m->graph;
+}
+
+static void set_inputs(df_unet *m, df_graph *g, const float *x, const float *t) {
+    memcpy(g->t[m->x_in].data, x, g->t[m->x_in].numel * sizeof(float));
+    memcpy(g->t[m->t_in].data, t, g->t[m->t_in].numel * sizeof(float));
+}
+
+void df_unet_forward(df_unet *m, float *out, const float *x, const float *t, size_t B) {
+    df_graph *g = graph_for(m, B, 0);
+    set_inputs(m, g, x, t);
+    df_graph_forward(g);
+    memcpy(out, g->t[g->output].data, g->t[g->output].numel * sizeof(float));
+}
+
+const float *df_unet_forward_train(df_unet *m, const float *x, const float *t, size_t B) {
+    df_graph *g = graph_for(m, B, 1);
+    set_inputs(m, g, x, t);
+    df_graph_forward(g);
+    return g->t[g->output].data;
+}
+
+void df_unet_backward(df_unet *m, const float *dout) {
+    DF_CHECK(m->have_graph && m->graph.train, "df_unet_backward without df_unet_forward_train");
+    df_params_alloc_grad(&m->params);
+    df_graph_backward(&m->graph, dout);
+}
+
+df_unet_cost df_unet_costs(const df_unet_config *c) {
+    df_unet_cost k = {0};
+    df_unet *m = df_unet_create(c);
+    if (!m) return k;
+    k.params = m->params.total;
+    df_graph g;
+    for (int train = 0; train <= 1; train++) {
+        df_graph_init(&g, &m->params, 1, train);
+        df_unet_build(m, &g, 1, train, NULL, NULL);
+        df_graph_plan(&g);
+        if (train) {
+            k.train_bytes_per_image = (double)df_graph_bytes(&g);
+        } else {
+            k.infer_bytes_per_image = (double)df_graph_bytes(&g);
+            k.gflops_per_image = df_graph_flops(&g) / 1e9;
+        }
+        df_graph_free(&g);
+    }
+    df_unet_destroy(m);
+    return k;
+}

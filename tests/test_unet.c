@@ -1,0 +1,303 @@
+/* test_unet.c: the U-Net against its PyTorch twin (tests/ref/unet_twin.py, diffusers' UNet2DModel written in
+ * plain torch): forward output and every parameter gradient, relative error <= 1e-4 in FP32. Also the
+ * parameter count of the DDPM CIFAR-10 model, config errors, and loading errors. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/base.h"
+#include "base/rng.h"
+#include "diffuse.h"
+#include "io/file.h"
+#include "io/safetensors.h"
+#include "nn/unet.h"
+#include "test.h"
+
+#define TWIN "tests/ref/unet_twin.py"
+
+static void write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    EXPECT(f != NULL, "cannot write %s", path);
+    if (!f) return;
+    fputs(text, f);
+    fclose(f);
+}
+
+/* Perturbs every parameter a little so that group-norm scales and shifts are not exactly 1 and 0 (a test
+ * that swapped gamma and beta would otherwise pass). */
+static void perturb(df_unet *m, uint64_t seed) {
+    size_t n = df_unet_num_params(m);
+    float *w = df_unet_weights(m), *z = df_malloc(n * sizeof(float));
+    df_rng_normal(z, n, seed, 99, 0);
+    for (size_t i = 0; i < n; i++) w[i] += 0.05f * z[i];
+    df_free(z);
+}
+
+/* Saves m's weights, optionally with the old attention names, through st_write. */
+static int save_weights(df_unet *m, const char *path, int old_names) {
+    if (!old_names) return df_unet_save(m, path);
+    df_params *ps = &m->params;
+    st_entry *e = df_calloc(ps->n, sizeof *e);
+    char (*names)[DF_PARAM_NAME] = df_calloc(ps->n, DF_PARAM_NAME);
+    for (size_t i = 0; i < ps->n; i++) {
+        const char *o = df_unet_old_attention_name(ps->p[i].name, names[i], DF_PARAM_NAME);
+        if (!o) snprintf(names[i], DF_PARAM_NAME, "%s", ps->p[i].name);
+        e[i] = st_entry_f32(names[i], ps->data + ps->p[i].offset, ps->p[i].ndim, ps->p[i].shape);
+    }
+    int rc = st_write(path, e, ps->n, NULL, 0);
+    df_free(names);
+    df_free(e);
+    return rc;
+}
+
+/* Runs the C U-Net and the PyTorch twin on the same weights and inputs and compares output and gradients. */
+static void compare_with_torch(const df_unet_config *c, size_t B, int old_names, const char *tag) {
+    const char *dir = df_test_tmpdir();
+    char cfg_path[512], w_path[512], in_path[512], out_path[512], cmd[2560];
+    snprintf(cfg_path, sizeof cfg_path, "%s/%s-config.json", dir, tag);
+    snprintf(w_path, sizeof w_path, "%s/%s-weights.safetensors", dir, tag);
+    snprintf(in_path, sizeof in_path, "%s/%s-inputs.safetensors", dir, tag);
+    snprintf(out_path, sizeof out_path, "%s/%s-torch.safetensors", dir, tag);
+
+    df_unet *m = df_unet_create(c);
+    EXPECT(m != NULL, "create: %s", df_errmsg());
+    if (!m) return;
+    df_unet_init_weights(m, 1234);
+    perturb(m, 5);
+    char *json = df_unet_config_json(c);
+    write_text(cfg_path, json);
+    free(json);
+    EXPECT(save_weights(m, w_path, old_names) == 0, "save: %s", df_errmsg());
+
+    /* inputs: x ~ N(0, 1), fractional timesteps spread over [0, 1000), a random upstream gradient */
+    size_t S = (size_t)c->sample_size, nx = B * (size_t)c->in_channels * S * S, ny = B * (size_t)c->out_channels * S * S;
+    float *x = df_malloc(nx * sizeof(float)), *t = df_malloc(B * sizeof(float)), *gy = df_malloc(ny * sizeof(float));
+    df_rng_normal(x, nx, 7, 1, 0);
+    df_rng_normal(gy, ny, 7, 2, 0);
+    df_rng_uniform(t, B, 7, 3, 0);
+    for (size_t i = 0; i < B; i++) t[i] = floorf(999.0f * t[i]) + (i % 2 ? 0.5f : 0.0f);
+    int64_t xs[4] = {(int64_t)B, c->in_channels, (int64_t)S, (int64_t)S}, ys[4] = {(int64_t)B, c->out_channels,
+                                                                                (int64_t)S, (int64_t)S};
+    int64_t ts[1] = {(int64_t)B};
+    st_entry in[3] = {st_entry_f32("sample", x, 4, xs), st_entry_f32("timestep", t, 1, ts),
+                      st_entry_f32("grad_out", gy, 4, ys)};
+    EXPECT(st_write(in_path, in, 3, NULL, 0) == 0, "write inputs: %s", df_errmsg());
+
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 " TWIN " %s %s %s %s", cfg_path, w_path, in_path, out_path);
+    int rc = system(cmd);
+    EXPECT(rc == 0, "the PyTorch twin failed (%s); is python3-torch installed? (make deps)", cmd);
+
+    /* C: the loaded weights must equal the saved ones, whichever naming was used */
+    df_unet *m2 = df_unet_create(c);
+    EXPECT(df_unet_load(m2, w_path) == 0, "load: %s", df_errmsg());
+    EXPECT(memcmp(df_unet_weights(m2), df_unet_weights(m), df_unet_num_params(m) * sizeof(float)) == 0,
+           "weights changed in a save/load round trip");
+
+    float *y_inf = df_malloc(ny * sizeof(float));
+    df_unet_forward(m2, y_inf, x, t, B);
+    const float *y = df_unet_forward_train(m2, x, t, B);
+    df_unet_zero_grads(m2);
+    df_unet_backward(m2, gy);
+
+    st_file f;
+    if (rc == 0 && st_open(&f, out_path) == 0) {
+        float *want = df_malloc(ny * sizeof(float));
+        char name[DF_PARAM_NAME + 8];
+        EXPECT(st_read_f32(&f, "output", want, 4, ys) == 0, "%s", df_errmsg());
+        EXPECT_CLOSE("output (training graph)", y, want, ny, 1e-4);
+        EXPECT_CLOSE("output (inference graph)", y_inf, want, ny, 1e-4);
+        df_free(want);
+        /* Some gradients are exactly zero in exact arithmetic: a key bias (softmax ignores a constant per
+         * query) and a bias right before a group norm of one channel per group. Both sides then hold float
+         * noise, and a relative error means nothing: such a tensor (reference RMS below 1e-5 of the RMS of all
+         * gradients) must instead be as small in C. Every other tensor must agree to 1e-4. */
+        const df_params *ps = &m2->params;
+        float **ref = df_calloc(ps->n, sizeof *ref);
+        double all = 0;
+        for (size_t i = 0; i < ps->n; i++) {
+            const df_param *p = &ps->p[i];
+            char old[DF_PARAM_NAME];
+            const char *pn = old_names && df_unet_old_attention_name(p->name, old, sizeof old) ? old : p->name;
+            snprintf(name, sizeof name, "grad.%s", pn);
+            ref[i] = df_malloc(p->numel * sizeof(float));
+            if (st_read_f32(&f, name, ref[i], p->ndim, p->shape)) EXPECT(0, "%s", df_errmsg());
+            for (size_t k = 0; k < p->numel; k++) all += (double)ref[i][k] * ref[i][k];
+        }
+        double rms_all = sqrt(all / (double)ps->total), worst = 0;
+        const char *worst_name = "";
+        int nzero = 0;
+        for (size_t i = 0; i < ps->n; i++) {
+            const df_param *p = &ps->p[i];
+            const float *got = ps->grad + p->offset;
+            double rw = 0, rg = 0;
+            for (size_t k = 0; k < p->numel; k++) rw += (double)ref[i][k] * ref[i][k], rg += (double)got[k] * got[k];
+            rw = sqrt(rw / (double)p->numel), rg = sqrt(rg / (double)p->numel);
+            snprintf(name, sizeof name, "grad.%s", p->name);
+            if (rw < 1e-5 * rms_all) {
+                nzero++;
+                EXPECT(rg < 1e-5 * rms_all, "%s: PyTorch's gradient is zero (rms %.2e) but C's has rms %.2e", name, rw,
+                       rg);
+                continue;
+            }
+            double r = df_rel_err(got, ref[i], p->numel);
+            if (!(r <= 1e-4)) EXPECT_CLOSE(name, got, ref[i], p->numel, 1e-4);
+            if (r > worst || isnan(r)) worst = r, worst_name = p->name;
+        }
+        for (size_t i = 0; i < ps->n; i++) df_free(ref[i]);
+        df_free(ref);
+        printf("    %zu parameter gradients: worst relative error %.2e (%s); %d structurally zero, zero in both\n",
+               ps->n - (size_t)nzero, worst, worst_name, nzero);
+        st_close(&f);
+    } else {
+        EXPECT(0, "no PyTorch output: %s", df_errmsg());
+    }
+    df_free(y_inf);
+    df_free(x), df_free(t), df_free(gy);
+    df_unet_destroy(m);
+    df_unet_destroy(m2);
+}
+
+TEST(unet_fmnist_s_equals_pytorch) {
+    df_unet_config c;
+    EXPECT(df_unet_preset(&c, "fmnist-s") == 0, "%s", df_errmsg());
+    compare_with_torch(&c, 3, 0, "fmnist-s");
+}
+
+/* The google/ddpm-cifar10-32 topology (padding-0 downsampling, freq_shift 1, no flip, eps 1e-6) at reduced
+ * width, with the old attention names of the google checkpoints. */
+TEST(unet_cifar_topology_old_names_equals_pytorch) {
+    df_unet_config c;
+    EXPECT(df_unet_preset(&c, "cifar10-ddpm") == 0, "%s", df_errmsg());
+    int boc[] = {32, 64, 64, 64};
+    memcpy(c.block_out_channels, boc, sizeof boc);
+    c.sample_size = 16;
+    compare_with_torch(&c, 2, 1, "cifar-small");
+}
+
+/* Multi-head attention (attention_head_dim 8), a non-default time embedding size and mid-block scale. */
+TEST(unet_multihead_equals_pytorch) {
+    df_unet_config c;
+    EXPECT(df_unet_preset(&c, "tiny") == 0, "%s", df_errmsg());
+    c.attention_head_dim = 8;
+    c.time_embedding_dim = 48;
+    c.mid_block_scale_factor = 1.4142135f;
+    c.layers_per_block = 1;
+    c.in_channels = 3;
+    c.out_channels = 2;
+    compare_with_torch(&c, 2, 0, "multihead");
+}
+
+TEST(unet_parameter_counts) {
+    df_unet_config c;
+    EXPECT(df_unet_preset(&c, "cifar10-ddpm") == 0, "%s", df_errmsg());
+    df_unet *m = df_unet_create(&c);
+    EXPECT(m && df_unet_num_params(m) == 35746307, "cifar10-ddpm has %zu parameters, the paper's model 35746307",
+           m ? df_unet_num_params(m) : 0);
+    df_unet_destroy(m);
+    /* every preset builds, and the twin agrees on its parameter count */
+    for (int i = 0; df_preset_names[i]; i++) {
+        EXPECT(df_unet_preset(&c, df_preset_names[i]) == 0, "%s", df_errmsg());
+        m = df_unet_create(&c);
+        char path[512], cmd[700];
+        snprintf(path, sizeof path, "%s/%s.json", df_test_tmpdir(), df_preset_names[i]);
+        char *json = df_unet_config_json(&c);
+        write_text(path, json);
+        free(json);
+        snprintf(cmd, sizeof cmd, "/usr/bin/python3 " TWIN " %s --print-params", path);
+        FILE *p = popen(cmd, "r");
+        size_t n = 0;
+        EXPECT(p && fscanf(p, "params %zu", &n) == 1, "could not run %s", cmd);
+        if (p) {
+            while (fgetc(p) != EOF) {}
+            pclose(p);
+        }
+        printf("    %-14s %10zu parameters (PyTorch twin: %zu)\n", df_preset_names[i], df_unet_num_params(m), n);
+        EXPECT(n == df_unet_num_params(m), "%s: C has %zu parameters, PyTorch %zu", df_preset_names[i],
+               df_unet_num_params(m), n);
+        df_unet_destroy(m);
+    }
+}
+
+/* ---- config errors ---- */
+
+static void expect_config_error(const char *json, const char *phrase) {
+    df_unet_config c;
+    int rc = df_unet_config_parse(&c, json, "config.json");
+    EXPECT(rc == -1 && strstr(df_errmsg(), phrase), "config %s: expected an error containing '%s', got rc %d '%s'",
+           json, phrase, rc, df_errmsg());
+}
+
+TEST(unet_config_round_trip_and_errors) {
+    df_unet_config a, b;
+    for (int i = 0; df_preset_names[i]; i++) {
+        EXPECT(df_unet_preset(&a, df_preset_names[i]) == 0, "%s", df_errmsg());
+        char *json = df_unet_config_json(&a);
+        EXPECT(df_unet_config_parse(&b, json, "x") == 0, "%s: %s", df_preset_names[i], df_errmsg());
+        EXPECT(memcmp(&a, &b, sizeof a) == 0, "%s: config changed through JSON", df_preset_names[i]);
+        free(json);
+    }
+    expect_config_error("{\"sample_size\": 32, \"cross_attention_dim\": 768}", "cross_attention_dim");
+    expect_config_error("{\"sample_size\": 32, \"down_block_types\": [\"CrossAttnDownBlock2D\", \"DownBlock2D\","
+                        "\"DownBlock2D\", \"DownBlock2D\"]}",
+                        "CrossAttnDownBlock2D");
+    expect_config_error("{\"sample_size\": 32, \"act_fn\": \"gelu\"}", "act_fn");
+    expect_config_error("{\"sample_size\": 32, \"time_embedding_type\": \"fourier\"}", "time_embedding_type");
+    expect_config_error("{\"sample_size\": 30}", "divisible");
+    expect_config_error("{\"sample_size\": 32, \"block_out_channels\": [32, 64]}", "down_block_types has 4 entries");
+    expect_config_error("{\"sample_size\": 32, \"norm_num_groups\": 6}", "norm_num_groups");
+    expect_config_error("{\"sample_size\": 32, \"layers_per_block\": \"two\"}", "layers_per_block");
+    expect_config_error("{\"_class_name\": \"UNet2DConditionModel\", \"sample_size\": 32}", "UNet2DConditionModel");
+    expect_config_error("[1, 2]", "not a JSON object");
+    expect_config_error("{\"sample_size\": 32,", "not a JSON object");
+    /* diffusers' defaults when a field is missing */
+    EXPECT(df_unet_config_parse(&a, "{\"sample_size\": 32}", "x") == 0, "%s", df_errmsg());
+    EXPECT(a.attention_head_dim == 8 && a.norm_num_groups == 32 && a.levels == 4 && a.block_out_channels[3] == 896 &&
+               a.flip_sin_to_cos == 1 && a.downsample_padding == 1 && a.down_attn[0] == 0 && a.up_attn[3] == 0,
+           "defaults differ from diffusers' UNet2DModel");
+}
+
+/* ---- loading errors ---- */
+
+TEST(unet_load_refuses_mismatched_weights) {
+    df_unet_config c;
+    EXPECT(df_unet_preset(&c, "tiny") == 0, "%s", df_errmsg());
+    df_unet *m = df_unet_create(&c);
+    df_unet_init_weights(m, 1);
+    char path[512];
+    snprintf(path, sizeof path, "%s/tiny.safetensors", df_test_tmpdir());
+    EXPECT(df_unet_save(m, path) == 0, "%s", df_errmsg());
+
+    df_unet_config c2 = c;
+    c2.block_out_channels[1] = 48; /* another width: shapes differ */
+    c2.norm_num_groups = 8;
+    df_unet *m2 = df_unet_create(&c2);
+    EXPECT(df_unet_load(m2, path) == -1 && strstr(df_errmsg(), "tensor 'down_blocks.1.resnets.0.conv1.weight' has shape"),
+           "wrong shapes must be refused naming the tensor, got '%s'", df_errmsg());
+    df_unet_destroy(m2);
+
+    c2 = c;
+    c2.add_attention = 0; /* no mid-block attention: the file has tensors the model lacks */
+    m2 = df_unet_create(&c2);
+    EXPECT(df_unet_load(m2, path) == -1 && strstr(df_errmsg(), "unexpected tensor 'mid_block.attentions.0"),
+           "extra tensors must be refused naming one, got '%s'", df_errmsg());
+    char path2[512];
+    snprintf(path2, sizeof path2, "%s/tiny-noattn.safetensors", df_test_tmpdir());
+    EXPECT(df_unet_save(m2, path2) == 0, "%s", df_errmsg());
+    EXPECT(df_unet_load(m, path2) == -1 && strstr(df_errmsg(), "'mid_block.attentions.0.group_norm.weight' is missing"),
+           "missing tensors must be refused naming one, got '%s'", df_errmsg());
+    df_unet_destroy(m2);
+    df_unet_destroy(m);
+}
+
+/* The inference graph reuses memory: its arena must be much smaller than the training graph's, and the two
+ * must agree exactly (same kernels, same order). */
+TEST(unet_inference_plan_reuses_memory) {
+    df_unet_config c;
+    EXPECT(df_unet_preset(&c, "fmnist-s") == 0, "%s", df_errmsg());
+    df_unet_cost k = df_unet_costs(&c);
+    printf("    fmnist-s: %.3f GFLOP/image, train %.2f MB/image, infer %.2f MB/image\n", k.gflops_per_image,
+           k.train_bytes_per_image / 1e6, k.infer_bytes_per_image / 1e6);
+    EXPECT(k.infer_bytes_per_image * 8 < k.train_bytes_per_image, "inference plan keeps too much");
+    EXPECT(k.gflops_per_image > 0.01 && k.gflops_per_image < 10, "implausible FLOPs %g", k.gflops_per_image);
+}
