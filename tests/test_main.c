@@ -140,7 +140,7 @@ int main(int argc, char **argv) {
         }
         fflush(stdout);
     }
-    if (tmpdir[0]) {
+    if (tmpdir[0] && !getenv("DF_KEEP_TMP")) {
         char cmd[300];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
         if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", tmpdir);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <pthread.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -80,18 +81,51 @@ double df_time(void) {
 
 /* ---- scratch ---- */
 
+/* Each thread's slots live in a heap block registered with pthread_setspecific, so they are freed when the
+ * thread exits (and LeakSanitizer can see them, which it cannot through _Thread_local storage of OpenMP
+ * worker threads). */
 #define DF_SCRATCH_SLOTS 4
-static _Thread_local float *scratch_ptr[DF_SCRATCH_SLOTS];
-static _Thread_local size_t scratch_cap[DF_SCRATCH_SLOTS];
+typedef struct {
+    float *ptr[DF_SCRATCH_SLOTS];
+    size_t cap[DF_SCRATCH_SLOTS];
+} scratch_slots;
+
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+
+static void scratch_release(void *p) {
+    scratch_slots *s = p;
+    for (int i = 0; i < DF_SCRATCH_SLOTS; i++) df_free(s->ptr[i]);
+    free(s);
+}
+
+static void scratch_key_init(void) { DF_CHECK(pthread_key_create(&scratch_key, scratch_release) == 0, "pthread key"); }
+
+/* The main thread never "exits" through pthread_exit; free its slots at process exit. */
+static void scratch_release_main(void) {
+    scratch_slots *s = pthread_getspecific(scratch_key);
+    if (s) {
+        pthread_setspecific(scratch_key, NULL);
+        scratch_release(s);
+    }
+}
 
 float *df_scratch(int slot, size_t floats) {
     DF_CHECK(slot >= 0 && slot < DF_SCRATCH_SLOTS, "scratch slot %d out of range", slot);
-    if (floats > scratch_cap[slot]) {
-        df_free(scratch_ptr[slot]);
-        scratch_ptr[slot] = df_malloc(floats * sizeof(float));
-        scratch_cap[slot] = floats;
+    pthread_once(&scratch_once, scratch_key_init);
+    scratch_slots *s = pthread_getspecific(scratch_key);
+    if (!s) {
+        s = calloc(1, sizeof *s);
+        DF_CHECK(s && pthread_setspecific(scratch_key, s) == 0, "out of memory for scratch slots");
+        static int registered;
+        if (!__atomic_exchange_n(&registered, 1, __ATOMIC_SEQ_CST)) atexit(scratch_release_main);
     }
-    return scratch_ptr[slot];
+    if (floats > s->cap[slot]) {
+        df_free(s->ptr[slot]);
+        s->ptr[slot] = df_malloc(floats * sizeof(float));
+        s->cap[slot] = floats;
+    }
+    return s->ptr[slot];
 }
 
 /* ---- threads ---- */

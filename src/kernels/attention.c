@@ -1,0 +1,165 @@
+/* attention.c: multi-head scaled dot-product self-attention over channels-first (B, C, T) tensors.
+ *
+ * Per image b and head h, with Q, K, V the (dh, T) row-major slices of q, k, v (dh = C / heads, row stride T):
+ *   S = Q^T K / sqrt(dh) (T, T),  P = softmax over each row of S,  O = V P^T (dh, T).
+ * The fast versions do this with gemm on blocks of ATT_ROWS query rows, so without saved probabilities only
+ * ATT_ROWS x T floats of scratch (df_scratch slot 0) are needed instead of T x T. Images and heads are split
+ * over threads when there are enough of them; otherwise each gemm is parallel.
+ */
+#include "kernels.h"
+
+#include <math.h>
+
+#include "base/base.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define ATT_ROWS 64 /* query rows per block when probabilities are not stored */
+#define ATT_SLOT 0
+
+/* 1 / sqrt(dh) rounded to float, as torch's scale = dh ** -0.5. */
+static float att_scale(size_t dh) { return (float)(1.0 / sqrt((double)dh)); }
+
+/* Whether to split the B * heads (image, head) pairs over threads rather than inside each gemm: when there
+ * are at least as many pairs as threads and enough work (about 2 dh T^2 multiply-adds per pair). */
+static int att_outer_parallel(size_t pairs, size_t dh, size_t T) {
+#ifdef _OPENMP
+    int t = omp_in_parallel() ? 1 : omp_get_max_threads();
+    return t > 1 && pairs >= (size_t)t && 2.0 * (double)pairs * (double)dh * (double)T * (double)T > (1 << 18);
+#else
+    (void)pairs, (void)dh, (void)T;
+    return 0;
+#endif
+}
+
+/* ---- reference ---- */
+
+/* attention_forward_ref: the definition, one query row at a time, scores and softmax in double (a row of T
+ * doubles in df_scratch slot 0). Writes out and, when not NULL, probs. */
+void attention_forward_ref(float *out, float *probs, const float *q, const float *k, const float *v, size_t B,
+                           size_t C, size_t T, size_t heads) {
+    /* out (B, C, T) = attention(q, k, v (B, C, T)); probs (B, heads, T, T) */
+    DF_CHECK(heads > 0 && C % heads == 0, "attention: %zu channels do not split into %zu heads", C, heads);
+    size_t dh = C / heads;
+    double scale = 1.0 / sqrt((double)dh);
+    double *p = (double *)df_scratch(ATT_SLOT, 2 * T);
+    for (size_t b = 0; b < B; b++)
+        for (size_t h = 0; h < heads; h++) {
+            size_t base = (b * C + h * dh) * T;
+            for (size_t i = 0; i < T; i++) {
+                double mx = -INFINITY, sum = 0;
+                for (size_t j = 0; j < T; j++) {
+                    double s = 0;
+                    for (size_t c = 0; c < dh; c++) s += (double)q[base + c * T + i] * k[base + c * T + j];
+                    p[j] = s * scale;
+                    if (p[j] > mx) mx = p[j];
+                }
+                for (size_t j = 0; j < T; j++) sum += p[j] = exp(p[j] - mx);
+                for (size_t j = 0; j < T; j++) p[j] /= sum;
+                if (probs)
+                    for (size_t j = 0; j < T; j++) probs[((b * heads + h) * T + i) * T + j] = (float)p[j];
+                for (size_t c = 0; c < dh; c++) {
+                    double o = 0;
+                    for (size_t j = 0; j < T; j++) o += p[j] * v[base + c * T + j];
+                    out[base + c * T + i] = (float)o;
+                }
+            }
+        }
+}
+
+/* ---- forward ---- */
+
+/* In place over rows x T scores: each row becomes softmax(row) (max subtracted before exp). */
+static void softmax_rows(float *s, size_t rows, size_t T) {
+    /* s (rows, T) = softmax(s) along T */
+#pragma omp parallel for schedule(static) if (rows * T > (1 << 15))
+    for (size_t r = 0; r < rows; r++) {
+        float *x = s + r * T, mx = -INFINITY;
+        for (size_t j = 0; j < T; j++) mx = x[j] > mx ? x[j] : mx;
+        double sum = 0;
+        for (size_t j = 0; j < T; j++) sum += x[j] = expf(x[j] - mx);
+        float inv = (float)(1.0 / sum);
+        for (size_t j = 0; j < T; j++) x[j] *= inv;
+    }
+}
+
+/* One (image, head): rows i0.. of P go to p (ld T), either probs or a scratch block. */
+static void attention_head_forward(float *o, float *p_all, const float *qh, const float *kh, const float *vh,
+                                   size_t dh, size_t T) {
+    /* o (dh, T) = vh (dh, T) softmax(qh^T kh * scale)^T */
+    float scale = att_scale(dh);
+    if (p_all) {
+        gemm(1, 0, T, T, dh, scale, qh, T, kh, T, 0.0f, p_all, T);
+        softmax_rows(p_all, T, T);
+        gemm(0, 1, dh, T, T, 1.0f, vh, T, p_all, T, 0.0f, o, T);
+        return;
+    }
+    float *p = df_scratch(ATT_SLOT, (size_t)ATT_ROWS * T);
+    for (size_t i0 = 0; i0 < T; i0 += ATT_ROWS) {
+        size_t r = T - i0 < ATT_ROWS ? T - i0 : ATT_ROWS;
+        gemm(1, 0, r, T, dh, scale, qh + i0, T, kh, T, 0.0f, p, T); /* p (r, T) = scores of rows i0.. */
+        softmax_rows(p, r, T);
+        gemm(0, 1, dh, r, T, 1.0f, vh, T, p, T, 0.0f, o + i0, T); /* o[:, i0:i0+r] = vh p^T */
+    }
+}
+
+/* attention_forward: same result as attention_forward_ref (see kernels.h). With probs it stores the full
+ * (B, heads, T, T) probabilities; with probs NULL it needs only ATT_ROWS x T floats of scratch per thread.
+ * Both paths give bitwise-identical out. */
+void attention_forward(float *out, float *probs, const float *q, const float *k, const float *v, size_t B,
+                       size_t C, size_t T, size_t heads) {
+    /* out (B, C, T) = attention(q, k, v (B, C, T)); probs (B, heads, T, T) or NULL */
+    DF_CHECK(heads > 0 && C % heads == 0, "attention: %zu channels do not split into %zu heads", C, heads);
+    size_t dh = C / heads, pairs = B * heads;
+#pragma omp parallel for schedule(dynamic, 1) if (att_outer_parallel(pairs, dh, T))
+    for (size_t bh = 0; bh < pairs; bh++) {
+        size_t off = bh * dh * T; /* (b*C + h*dh) * T */
+        attention_head_forward(out + off, probs ? probs + bh * T * T : NULL, q + off, k + off, v + off, dh, T);
+    }
+}
+
+/* ---- backward ---- */
+
+/* One (image, head), in blocks of query rows, with P the saved probabilities:
+ *   dV += dO P;  dP = dO^T V;  dS = P * (dP - rowsum(P * dP)) * scale;  dQ += K dS^T;  dK += Q dS. */
+static void attention_head_backward(float *dqh, float *dkh, float *dvh, const float *doh, const float *qh,
+                                    const float *kh, const float *vh, const float *p_all, size_t dh, size_t T) {
+    /* dqh, dkh, dvh (dh, T) += from doh (dh, T) and p_all (T, T) */
+    float scale = att_scale(dh);
+    for (size_t i0 = 0; i0 < T; i0 += ATT_ROWS) {
+        size_t r = T - i0 < ATT_ROWS ? T - i0 : ATT_ROWS;
+        const float *p = p_all + i0 * T;
+        if (dvh) gemm(0, 0, dh, T, r, 1.0f, doh + i0, T, p, T, 1.0f, dvh, T);
+        if (!dqh && !dkh) continue;
+        float *ds = df_scratch(ATT_SLOT, (size_t)ATT_ROWS * T);
+        gemm(1, 0, r, T, dh, 1.0f, doh + i0, T, vh, T, 0.0f, ds, T); /* dP (r, T) */
+        for (size_t i = 0; i < r; i++) {
+            const float *pi = p + i * T;
+            float *d = ds + i * T;
+            double dot = 0;
+            for (size_t j = 0; j < T; j++) dot += (double)pi[j] * d[j];
+            float dotf = (float)dot;
+            for (size_t j = 0; j < T; j++) d[j] = pi[j] * (d[j] - dotf) * scale;
+        }
+        if (dqh) gemm(0, 1, dh, r, T, 1.0f, kh, T, ds, T, 1.0f, dqh + i0, T);
+        if (dkh) gemm(0, 0, dh, T, r, 1.0f, qh + i0, T, ds, T, 1.0f, dkh, T);
+    }
+}
+
+/* attention_backward: gradients of attention_forward given the probs it saved; accumulates into dq, dk, dv
+ * (NULL ones skipped). Needs ATT_ROWS x T floats of scratch per thread. */
+void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
+                        const float *v, const float *probs, size_t B, size_t C, size_t T, size_t heads) {
+    /* dq, dk, dv (B, C, T) += from dout (B, C, T), probs (B, heads, T, T) */
+    DF_CHECK(heads > 0 && C % heads == 0, "attention: %zu channels do not split into %zu heads", C, heads);
+    DF_CHECK(probs != NULL, "attention_backward needs the probabilities saved by attention_forward");
+    size_t dh = C / heads, pairs = B * heads;
+#pragma omp parallel for schedule(dynamic, 1) if (att_outer_parallel(pairs, dh, T))
+    for (size_t bh = 0; bh < pairs; bh++) {
+        size_t off = bh * dh * T;
+        attention_head_backward(dq ? dq + off : NULL, dk ? dk + off : NULL, dv ? dv + off : NULL, dout + off,
+                                q + off, k + off, v + off, probs + bh * T * T, dh, T);
+    }
+}

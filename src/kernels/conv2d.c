@@ -1,0 +1,258 @@
+/* conv2d.c: 2-D convolution (cross-correlation, as torch.nn.Conv2d) with any kernel size, stride and
+ * asymmetric zero padding, forward and backward, NCHW activations and OIHW weights.
+ *
+ * The fast versions lower each image to a GEMM: im2col writes the (C_in*KH*KW, H_out*W_out) column matrix
+ * of one image into df_scratch slot 0, and out_b (C_out, HWo) = weight (C_out, C_in*KH*KW) * col. A 1x1,
+ * stride-1, unpadded convolution uses the image itself as the column matrix. Backward computes, per image,
+ * dweight += dout_b col^T and dcol = weight^T dout_b (slot 1), then col2im adds dcol into din.
+ * The _ref versions are direct loops over the definition, accumulating in double.
+ */
+#include "kernels.h"
+
+#include "base/base.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define CONV_SLOT_COL 0
+#define CONV_SLOT_DCOL 1
+
+/* ---- shapes ---- */
+
+size_t conv2d_out_h(const conv2d_dims *d) {
+    DF_CHECK(d->stride > 0 && d->H + d->pad_t + d->pad_b >= d->KH,
+             "conv2d: kernel height %zu larger than padded input height %zu (or stride 0)", d->KH,
+             d->H + d->pad_t + d->pad_b);
+    return (d->H + d->pad_t + d->pad_b - d->KH) / d->stride + 1;
+}
+
+size_t conv2d_out_w(const conv2d_dims *d) {
+    DF_CHECK(d->stride > 0 && d->W + d->pad_l + d->pad_r >= d->KW,
+             "conv2d: kernel width %zu larger than padded input width %zu (or stride 0)", d->KW,
+             d->W + d->pad_l + d->pad_r);
+    return (d->W + d->pad_l + d->pad_r - d->KW) / d->stride + 1;
+}
+
+/* ---- reference ---- */
+
+/* conv2d_forward_ref: out[b,o,y,x] = bias[o] + sum_{c,i,j} weight[o,c,i,j] in[b,c,y*s+i-pad_t,x*s+j-pad_l],
+ * taps outside the input being zero. Overwrites out. */
+void conv2d_forward_ref(float *out, const float *in, const float *weight, const float *bias,
+                        const conv2d_dims *d) {
+    /* out (B, C_out, Ho, Wo) = conv(in (B, C_in, H, W), weight (C_out, C_in, KH, KW)) + bias (C_out) */
+    size_t Ho = conv2d_out_h(d), Wo = conv2d_out_w(d);
+    for (size_t b = 0; b < d->B; b++)
+        for (size_t o = 0; o < d->C_out; o++)
+            for (size_t y = 0; y < Ho; y++)
+                for (size_t x = 0; x < Wo; x++) {
+                    double s = bias ? bias[o] : 0;
+                    for (size_t c = 0; c < d->C_in; c++)
+                        for (size_t i = 0; i < d->KH; i++)
+                            for (size_t j = 0; j < d->KW; j++) {
+                                ptrdiff_t iy = (ptrdiff_t)(y * d->stride + i) - (ptrdiff_t)d->pad_t;
+                                ptrdiff_t ix = (ptrdiff_t)(x * d->stride + j) - (ptrdiff_t)d->pad_l;
+                                if (iy < 0 || ix < 0 || iy >= (ptrdiff_t)d->H || ix >= (ptrdiff_t)d->W) continue;
+                                s += (double)weight[((o * d->C_in + c) * d->KH + i) * d->KW + j] *
+                                     in[((b * d->C_in + c) * d->H + (size_t)iy) * d->W + (size_t)ix];
+                            }
+                    out[((b * d->C_out + o) * Ho + y) * Wo + x] = (float)s;
+                }
+}
+
+/* conv2d_backward_ref: the three gradients of conv2d_forward_ref, each element a sum in double over
+ * everything it touched. din gathers, for each input pixel, the output positions whose window covers it.
+ * Accumulates into din, dweight, dbias; NULL ones are skipped. */
+void conv2d_backward_ref(float *din, float *dweight, float *dbias, const float *dout, const float *in,
+                         const float *weight, const conv2d_dims *d) {
+    /* din (B, C_in, H, W), dweight (C_out, C_in, KH, KW), dbias (C_out) += from dout (B, C_out, Ho, Wo) */
+    size_t Ho = conv2d_out_h(d), Wo = conv2d_out_w(d), s = d->stride;
+    if (dbias)
+        for (size_t o = 0; o < d->C_out; o++) {
+            double acc = 0;
+            for (size_t b = 0; b < d->B; b++)
+                for (size_t p = 0; p < Ho * Wo; p++) acc += dout[(b * d->C_out + o) * Ho * Wo + p];
+            dbias[o] += (float)acc;
+        }
+    if (dweight)
+        for (size_t o = 0; o < d->C_out; o++)
+            for (size_t c = 0; c < d->C_in; c++)
+                for (size_t i = 0; i < d->KH; i++)
+                    for (size_t j = 0; j < d->KW; j++) {
+                        double acc = 0;
+                        for (size_t b = 0; b < d->B; b++)
+                            for (size_t y = 0; y < Ho; y++)
+                                for (size_t x = 0; x < Wo; x++) {
+                                    ptrdiff_t iy = (ptrdiff_t)(y * s + i) - (ptrdiff_t)d->pad_t;
+                                    ptrdiff_t ix = (ptrdiff_t)(x * s + j) - (ptrdiff_t)d->pad_l;
+                                    if (iy < 0 || ix < 0 || iy >= (ptrdiff_t)d->H || ix >= (ptrdiff_t)d->W)
+                                        continue;
+                                    acc += (double)dout[((b * d->C_out + o) * Ho + y) * Wo + x] *
+                                           in[((b * d->C_in + c) * d->H + (size_t)iy) * d->W + (size_t)ix];
+                                }
+                        dweight[((o * d->C_in + c) * d->KH + i) * d->KW + j] += (float)acc;
+                    }
+    if (din)
+        for (size_t b = 0; b < d->B; b++)
+            for (size_t c = 0; c < d->C_in; c++)
+                for (size_t iy = 0; iy < d->H; iy++)
+                    for (size_t ix = 0; ix < d->W; ix++) {
+                        double acc = 0;
+                        for (size_t o = 0; o < d->C_out; o++)
+                            for (size_t i = 0; i < d->KH; i++)
+                                for (size_t j = 0; j < d->KW; j++) {
+                                    /* output (y, x) reads it through tap (i, j) if y*s + i == iy + pad_t */
+                                    size_t ty = iy + d->pad_t, tx = ix + d->pad_l;
+                                    if (ty < i || tx < j || (ty - i) % s || (tx - j) % s) continue;
+                                    size_t y = (ty - i) / s, x = (tx - j) / s;
+                                    if (y >= Ho || x >= Wo) continue;
+                                    acc += (double)weight[((o * d->C_in + c) * d->KH + i) * d->KW + j] *
+                                           dout[((b * d->C_out + o) * Ho + y) * Wo + x];
+                                }
+                        din[((b * d->C_in + c) * d->H + iy) * d->W + ix] += (float)acc;
+                    }
+}
+
+/* ---- im2col / col2im ---- */
+
+/* col[(c*KH + i)*KW + j][y*Wo + x] = in[c][y*s + i - pad_t][x*s + j - pad_l], or 0 in the padding.
+ * in is one image (C_in, H, W). Rows are independent; large images split them over threads. */
+static void im2col(float *col, const float *in, const conv2d_dims *d, size_t Ho, size_t Wo) {
+    /* col (C_in*KH*KW, Ho*Wo) <- in (C_in, H, W) */
+    ptrdiff_t rows = (ptrdiff_t)(d->C_in * d->KH * d->KW);
+#pragma omp parallel for schedule(static) if (rows * Ho * Wo > (1 << 16))
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        size_t c = (size_t)r / (d->KH * d->KW), i = (size_t)r / d->KW % d->KH, j = (size_t)r % d->KW;
+        float *dst = col + (size_t)r * Ho * Wo;
+        const float *src = in + c * d->H * d->W;
+        for (size_t y = 0; y < Ho; y++) {
+            ptrdiff_t iy = (ptrdiff_t)(y * d->stride + i) - (ptrdiff_t)d->pad_t;
+            float *drow = dst + y * Wo;
+            if (iy < 0 || iy >= (ptrdiff_t)d->H) {
+                for (size_t x = 0; x < Wo; x++) drow[x] = 0;
+                continue;
+            }
+            const float *srow = src + (size_t)iy * d->W;
+            for (size_t x = 0; x < Wo; x++) {
+                ptrdiff_t ix = (ptrdiff_t)(x * d->stride + j) - (ptrdiff_t)d->pad_l;
+                drow[x] = ix < 0 || ix >= (ptrdiff_t)d->W ? 0.0f : srow[ix];
+            }
+        }
+    }
+}
+
+/* The adjoint of im2col: din[c][y*s + i - pad_t][x*s + j - pad_l] += col[(c*KH + i)*KW + j][y*Wo + x].
+ * Threads split the input channels, whose pixels are disjoint. */
+static void col2im_add(float *din, const float *col, const conv2d_dims *d, size_t Ho, size_t Wo) {
+    /* din (C_in, H, W) += col2im(col (C_in*KH*KW, Ho*Wo)) */
+    ptrdiff_t C = (ptrdiff_t)d->C_in;
+#pragma omp parallel for schedule(static) if (C * d->KH * d->KW * Ho * Wo > (1 << 16))
+    for (ptrdiff_t c = 0; c < C; c++)
+        for (size_t i = 0; i < d->KH; i++)
+            for (size_t j = 0; j < d->KW; j++) {
+                const float *src = col + (((size_t)c * d->KH + i) * d->KW + j) * Ho * Wo;
+                float *dst = din + (size_t)c * d->H * d->W;
+                for (size_t y = 0; y < Ho; y++) {
+                    ptrdiff_t iy = (ptrdiff_t)(y * d->stride + i) - (ptrdiff_t)d->pad_t;
+                    if (iy < 0 || iy >= (ptrdiff_t)d->H) continue;
+                    for (size_t x = 0; x < Wo; x++) {
+                        ptrdiff_t ix = (ptrdiff_t)(x * d->stride + j) - (ptrdiff_t)d->pad_l;
+                        if (ix >= 0 && ix < (ptrdiff_t)d->W)
+                            dst[(size_t)iy * d->W + (size_t)ix] += src[y * Wo + x];
+                    }
+                }
+            }
+}
+
+/* A 1x1, stride-1, unpadded convolution: the image is its own column matrix. */
+static int conv_is_pointwise(const conv2d_dims *d) {
+    return d->KH == 1 && d->KW == 1 && d->stride == 1 && !d->pad_t && !d->pad_b && !d->pad_l && !d->pad_r;
+}
+
+/* ---- forward ---- */
+
+/* One image: out_b (C_out, Ho*Wo) = weight (C_out, K) col (K, Ho*Wo) + bias, K = C_in*KH*KW. */
+static void conv_forward_image(float *out, const float *in, const float *weight, const float *bias,
+                               const conv2d_dims *d, size_t Ho, size_t Wo) {
+    /* out (C_out, Ho*Wo) <- in (C_in, H, W) */
+    size_t K = d->C_in * d->KH * d->KW, P = Ho * Wo;
+    const float *col = in;
+    if (!conv_is_pointwise(d)) {
+        float *buf = df_scratch(CONV_SLOT_COL, K * P);
+        im2col(buf, in, d, Ho, Wo);
+        col = buf;
+    }
+    float beta = 0;
+    if (bias) {
+        for (size_t o = 0; o < d->C_out; o++)
+            for (size_t p = 0; p < P; p++) out[o * P + p] = bias[o];
+        beta = 1;
+    }
+    gemm(0, 0, d->C_out, P, K, 1.0f, weight, K, col, P, beta, out, P);
+}
+
+/* conv2d_forward: same result as conv2d_forward_ref. With at least as many images as threads, each thread
+ * convolves whole images (its own im2col scratch, serial gemm); otherwise images go one at a time through
+ * the parallel gemm. Either way every output is summed in the same order. Overwrites out. */
+void conv2d_forward(float *out, const float *in, const float *weight, const float *bias, const conv2d_dims *d) {
+    /* out (B, C_out, Ho, Wo) = conv(in (B, C_in, H, W), weight (C_out, C_in, KH, KW)) + bias (C_out) */
+    size_t Ho = conv2d_out_h(d), Wo = conv2d_out_w(d);
+    size_t in_sz = d->C_in * d->H * d->W, out_sz = d->C_out * Ho * Wo;
+    ptrdiff_t B = (ptrdiff_t)d->B;
+    int threads = 1;
+#ifdef _OPENMP
+    threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+#endif
+    double macs = (double)d->B * (double)out_sz * (double)(d->C_in * d->KH * d->KW);
+    int by_image = threads > 1 && B >= threads && macs > (double)(1 << 18); /* tiny ones stay serial */
+#pragma omp parallel for schedule(dynamic, 1) if (by_image)
+    for (ptrdiff_t b = 0; b < B; b++)
+        conv_forward_image(out + (size_t)b * out_sz, in + (size_t)b * in_sz, weight, bias, d, Ho, Wo);
+}
+
+/* ---- backward ---- */
+
+/* conv2d_backward: same gradients as conv2d_backward_ref, accumulated (+=); NULL gradients skipped.
+ * Images go one at a time (so dweight sums in a fixed order); each step's gemm is parallel. */
+void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout, const float *in,
+                     const float *weight, const conv2d_dims *d) {
+    /* din (B, C_in, H, W), dweight (C_out, C_in, KH, KW), dbias (C_out) += from dout (B, C_out, Ho, Wo) */
+    size_t Ho = conv2d_out_h(d), Wo = conv2d_out_w(d), P = Ho * Wo, K = d->C_in * d->KH * d->KW;
+    size_t in_sz = d->C_in * d->H * d->W, out_sz = d->C_out * P;
+    int pointwise = conv_is_pointwise(d);
+    if (dbias) {
+        ptrdiff_t C_out = (ptrdiff_t)d->C_out;
+#pragma omp parallel for schedule(static) if (d->B * out_sz > (1 << 16))
+        for (ptrdiff_t o = 0; o < C_out; o++) {
+            double acc = 0;
+            for (size_t b = 0; b < d->B; b++) {
+                const float *g = dout + b * out_sz + (size_t)o * P;
+                float part = 0; /* one image's plane in float, the planes in double */
+                for (size_t p = 0; p < P; p++) part += g[p];
+                acc += part;
+            }
+            dbias[o] += (float)acc;
+        }
+    }
+    for (size_t b = 0; b < d->B; b++) {
+        const float *g = dout + b * out_sz, *x = in + b * in_sz;
+        if (dweight) { /* dweight (C_out, K) += dout_b (C_out, P) col^T (P, K) */
+            const float *col = x;
+            if (!pointwise) {
+                float *buf = df_scratch(CONV_SLOT_COL, K * P);
+                im2col(buf, x, d, Ho, Wo);
+                col = buf;
+            }
+            gemm(0, 1, d->C_out, K, P, 1.0f, g, P, col, P, 1.0f, dweight, K);
+        }
+        if (din) { /* dcol (K, P) = weight^T (K, C_out) dout_b (C_out, P), then din_b += col2im(dcol) */
+            if (pointwise) {
+                gemm(1, 0, K, P, d->C_out, 1.0f, weight, K, g, P, 1.0f, din + b * in_sz, P);
+            } else {
+                float *dcol = df_scratch(CONV_SLOT_DCOL, K * P);
+                gemm(1, 0, K, P, d->C_out, 1.0f, weight, K, g, P, 0.0f, dcol, P);
+                col2im_add(din + b * in_sz, dcol, d, Ho, Wo);
+            }
+        }
+    }
+}

@@ -1,0 +1,167 @@
+/* gemm.c: C = alpha * op(A) op(B) + beta * C on row-major float matrices.
+ *
+ * The fast version is a BLIS-style loop nest: C is cut into MC x NC tiles that OpenMP threads take
+ * independently; for each KC-deep slice a thread packs its slice of op(A) into MR-row panels and of op(B)
+ * into NR-column panels (zero-padded at the edges, transposes resolved here), and a branch-free micro-kernel
+ * multiplies one MR x NR block from contiguous panels with fixed loop bounds, which gcc vectorises at -O2.
+ * Every element of C is summed by one thread in a fixed order, so results do not depend on thread count.
+ *
+ * Scratch: the packed panels live in df_scratch slots 2 (A) and 3 (B) of the calling thread. Callers that
+ * hold their own scratch across a gemm call (conv2d, attention) use slots 0 and 1.
+ */
+#include "kernels.h"
+
+#include "base/base.h"
+
+/* ---- blocking constants ---- */
+
+enum {
+    GEMM_MR = 4,   /* rows of the micro-kernel block */
+    GEMM_NR = 8,   /* columns of the micro-kernel block (contiguous in a packed B panel) */
+    GEMM_MC = 64,  /* rows of a C tile (multiple of MR); MC x KC of packed A stays in L2 */
+    GEMM_KC = 256, /* depth of one packed slice */
+    GEMM_NC = 128, /* columns of a C tile (multiple of NR) */
+};
+
+#define GEMM_SLOT_A 2
+#define GEMM_SLOT_B 3
+
+/* ---- reference ---- */
+
+/* gemm_ref: the definition, one dot product per element accumulated in double. Same contract as gemm. */
+void gemm_ref(int transA, int transB, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
+              const float *B, size_t ldb, float beta, float *C, size_t ldc) {
+    /* C (M, N) += op(A) (M, K) op(B) (K, N) */
+    for (size_t i = 0; i < M; i++) {
+        for (size_t j = 0; j < N; j++) {
+            double s = 0;
+            for (size_t k = 0; k < K; k++) {
+                double a = transA ? A[k * lda + i] : A[i * lda + k];
+                double b = transB ? B[j * ldb + k] : B[k * ldb + j];
+                s += a * b;
+            }
+            double c = (double)alpha * s;
+            if (beta != 0) c += (double)beta * C[i * ldc + j];
+            C[i * ldc + j] = (float)c;
+        }
+    }
+}
+
+/* ---- packing ---- */
+
+/* Packs rows [i0, i0 + mc) and depth [p0, p0 + kc) of op(A) into panels of MR rows: panel r holds, for each
+ * k, the MR values op(A)[i0 + r*MR + 0..MR-1][p0 + k] contiguously. Rows past mc are zero. */
+static void pack_a(float *dst, int transA, const float *A, size_t lda, size_t i0, size_t mc, size_t p0,
+                   size_t kc) {
+    /* dst (ceil(mc/MR), kc, MR) */
+    for (size_t r = 0; r < mc; r += GEMM_MR) {
+        size_t mr = mc - r < GEMM_MR ? mc - r : GEMM_MR;
+        float *d = dst + r * kc;
+        for (size_t k = 0; k < kc; k++) {
+            size_t i = 0;
+            if (transA) {
+                const float *src = A + (p0 + k) * lda + i0 + r;
+                for (; i < mr; i++) d[k * GEMM_MR + i] = src[i];
+            } else {
+                const float *src = A + (i0 + r) * lda + p0 + k;
+                for (; i < mr; i++) d[k * GEMM_MR + i] = src[i * lda];
+            }
+            for (; i < GEMM_MR; i++) d[k * GEMM_MR + i] = 0;
+        }
+    }
+}
+
+/* Packs depth [p0, p0 + kc) and columns [j0, j0 + nc) of op(B) into panels of NR columns: panel c holds,
+ * for each k, the NR values op(B)[p0 + k][j0 + c*NR + 0..NR-1] contiguously. Columns past nc are zero. */
+static void pack_b(float *dst, int transB, const float *B, size_t ldb, size_t p0, size_t kc, size_t j0,
+                   size_t nc) {
+    /* dst (ceil(nc/NR), kc, NR) */
+    for (size_t c = 0; c < nc; c += GEMM_NR) {
+        size_t nr = nc - c < GEMM_NR ? nc - c : GEMM_NR;
+        float *d = dst + c * kc;
+        for (size_t k = 0; k < kc; k++) {
+            size_t j = 0;
+            if (transB) {
+                const float *src = B + (j0 + c) * ldb + p0 + k;
+                for (; j < nr; j++) d[k * GEMM_NR + j] = src[j * ldb];
+            } else {
+                const float *src = B + (p0 + k) * ldb + j0 + c;
+                for (; j < nr; j++) d[k * GEMM_NR + j] = src[j];
+            }
+            for (; j < GEMM_NR; j++) d[k * GEMM_NR + j] = 0;
+        }
+    }
+}
+
+/* ---- micro-kernel ---- */
+
+/* The micro-kernel: acc (MR, NR) = sum over k < kc of a[k] (MR) outer b[k] (NR), from packed panels.
+ * Then C (mr x nr, the valid part) = alpha * acc + beta * C, where beta == 0 never reads C. */
+static void micro_kernel(size_t kc, const float *restrict a, const float *restrict b, float alpha, float beta,
+                         float *restrict C, size_t ldc, size_t mr, size_t nr) {
+    /* acc (MR, NR) += a (kc, MR) outer b (kc, NR) */
+    float acc[GEMM_MR][GEMM_NR] = {{0}};
+    for (size_t k = 0; k < kc; k++) {
+#pragma GCC unroll 16
+        for (int i = 0; i < GEMM_MR; i++)
+#pragma GCC unroll 16
+            for (int j = 0; j < GEMM_NR; j++) acc[i][j] += a[k * GEMM_MR + i] * b[k * GEMM_NR + j];
+    }
+    for (size_t i = 0; i < mr; i++) {
+        float *c = C + i * ldc;
+        if (beta == 0)
+            for (size_t j = 0; j < nr; j++) c[j] = alpha * acc[i][j];
+        else
+            for (size_t j = 0; j < nr; j++) c[j] = alpha * acc[i][j] + beta * c[j];
+    }
+}
+
+/* ---- driver ---- */
+
+/* One MC x NC tile of C at (i0, j0), all of K, packed through the calling thread's scratch. */
+static void gemm_tile(int transA, int transB, size_t M, size_t N, size_t K, float alpha, const float *A,
+                      size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc, size_t i0,
+                      size_t j0) {
+    /* C[i0:i0+mc, j0:j0+nc] = alpha * op(A)[i0:i0+mc, :] op(B)[:, j0:j0+nc] + beta * C[...] */
+    size_t mc = M - i0 < GEMM_MC ? M - i0 : GEMM_MC;
+    size_t nc = N - j0 < GEMM_NC ? N - j0 : GEMM_NC;
+    float *ap = df_scratch(GEMM_SLOT_A, (size_t)GEMM_MC * GEMM_KC);
+    float *bp = df_scratch(GEMM_SLOT_B, (size_t)GEMM_KC * GEMM_NC);
+    for (size_t p0 = 0; p0 < K; p0 += GEMM_KC) {
+        size_t kc = K - p0 < GEMM_KC ? K - p0 : GEMM_KC;
+        float b_eff = p0 == 0 ? beta : 1.0f; /* later slices accumulate onto the first */
+        pack_a(ap, transA, A, lda, i0, mc, p0, kc);
+        pack_b(bp, transB, B, ldb, p0, kc, j0, nc);
+        for (size_t c = 0; c < nc; c += GEMM_NR) {
+            size_t nr = nc - c < GEMM_NR ? nc - c : GEMM_NR;
+            for (size_t r = 0; r < mc; r += GEMM_MR) {
+                size_t mr = mc - r < GEMM_MR ? mc - r : GEMM_MR;
+                micro_kernel(kc, ap + r * kc, bp + c * kc, alpha, b_eff, C + (i0 + r) * ldc + j0 + c, ldc, mr, nr);
+            }
+        }
+    }
+}
+
+/* gemm: C[M,N] = alpha * op(A) op(B) + beta * C (see kernels.h). Threads take MC x NC tiles of C; small
+ * products run on the calling thread. Inside an enclosing parallel region it runs serially. */
+void gemm(int transA, int transB, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
+          const float *B, size_t ldb, float beta, float *C, size_t ldc) {
+    /* C (M, N) = alpha * op(A) (M, K) op(B) (K, N) + beta * C */
+    DF_CHECK(lda >= (transA ? M : K) && ldb >= (transB ? K : N) && ldc >= N,
+             "gemm: leading dimensions too small (lda %zu, ldb %zu, ldc %zu for M %zu N %zu K %zu)", lda, ldb, ldc,
+             M, N, K);
+    if (M == 0 || N == 0) return;
+    if (K == 0 || alpha == 0) { /* nothing to multiply: C = beta * C */
+        for (size_t i = 0; i < M; i++)
+            for (size_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0 ? 0 : beta * C[i * ldc + j];
+        return;
+    }
+    size_t tm = (M + GEMM_MC - 1) / GEMM_MC, tn = (N + GEMM_NC - 1) / GEMM_NC;
+    ptrdiff_t tiles = (ptrdiff_t)(tm * tn);
+    int parallel = tiles > 1 && (double)M * (double)N * (double)K > 32768.0 * 8;
+#pragma omp parallel for schedule(dynamic, 1) if (parallel)
+    for (ptrdiff_t t = 0; t < tiles; t++) {
+        size_t i0 = ((size_t)t / tn) * GEMM_MC, j0 = ((size_t)t % tn) * GEMM_NC;
+        gemm_tile(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, i0, j0);
+    }
+}

@@ -1,0 +1,99 @@
+/* groupnorm.c: group normalisation (torch.nn.GroupNorm) over (B, C, HW) activations.
+ *
+ * Group g of image b holds channels [g*C/G, (g+1)*C/G) and all their HW pixels, n = C/G * HW values.
+ * mean and the biased variance are computed per group in double (two passes); forward saves mean and
+ * rstd = 1/sqrt(var + eps) as floats, and backward uses exactly those saved values.
+ */
+#include "kernels.h"
+
+#include <math.h>
+
+#include "base/base.h"
+
+/* ---- forward ---- */
+
+/* groupnorm_forward: out = (in - mean) * rstd * gamma[c] + beta[c] (gamma, beta NULL: 1 and 0).
+ * Writes out, mean (B, G), rstd (B, G). C must be a multiple of G. */
+void groupnorm_forward(float *out, float *mean, float *rstd, const float *in, const float *gamma,
+                       const float *beta, size_t B, size_t C, size_t HW, size_t G, float eps) {
+    /* out (B, C, HW) = norm(in (B, C, HW)) over (B, G) groups; mean, rstd (B, G) */
+    DF_CHECK(G > 0 && C % G == 0, "groupnorm: %zu channels do not split into %zu groups", C, G);
+    size_t cg = C / G, n = cg * HW;
+    ptrdiff_t groups = (ptrdiff_t)(B * G);
+#pragma omp parallel for schedule(static) if (B * C * HW > (1 << 15))
+    for (ptrdiff_t bg = 0; bg < groups; bg++) {
+        const float *x = in + (size_t)bg * n;
+        float *y = out + (size_t)bg * n;
+        double s = 0, ss = 0;
+        for (size_t i = 0; i < n; i++) s += x[i];
+        double m = s / (double)n;
+        for (size_t i = 0; i < n; i++) ss += (x[i] - m) * (x[i] - m);
+        double r = 1.0 / sqrt(ss / (double)n + (double)eps);
+        mean[bg] = (float)m;
+        rstd[bg] = (float)r;
+        float mf = (float)m, rf = (float)r;
+        size_t c0 = ((size_t)bg % G) * cg;
+        for (size_t c = 0; c < cg; c++) {
+            float ga = gamma ? gamma[c0 + c] : 1.0f, be = beta ? beta[c0 + c] : 0.0f;
+            for (size_t p = 0; p < HW; p++) y[c * HW + p] = (x[c * HW + p] - mf) * rf * ga + be;
+        }
+    }
+}
+
+/* ---- backward ---- */
+
+/* groupnorm_backward: with xhat = (in - mean) * rstd and dxhat = dout * gamma[c], per group of n values
+ *   din   += rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),
+ *   dgamma[c] += sum over b, pixels of dout * xhat,   dbeta[c] += sum over b, pixels of dout.
+ * gamma NULL means 1 (and then dgamma, dbeta are normally NULL too). NULL gradients are skipped. */
+void groupnorm_backward(float *din, float *dgamma, float *dbeta, const float *dout, const float *in,
+                        const float *mean, const float *rstd, const float *gamma, size_t B, size_t C, size_t HW,
+                        size_t G) {
+    /* din (B, C, HW), dgamma (C), dbeta (C) += from dout (B, C, HW), saved mean, rstd (B, G) */
+    DF_CHECK(G > 0 && C % G == 0, "groupnorm: %zu channels do not split into %zu groups", C, G);
+    size_t cg = C / G, n = cg * HW;
+    int big = B * C * HW > (1 << 15);
+    if (dgamma || dbeta) {
+        ptrdiff_t Cs = (ptrdiff_t)C;
+#pragma omp parallel for schedule(static) if (big)
+        for (ptrdiff_t c = 0; c < Cs; c++) {
+            double sg = 0, sb = 0;
+            for (size_t b = 0; b < B; b++) {
+                size_t bg = b * G + (size_t)c / cg;
+                const float *x = in + (b * C + (size_t)c) * HW, *g = dout + (b * C + (size_t)c) * HW;
+                for (size_t p = 0; p < HW; p++) {
+                    sg += (double)g[p] * ((x[p] - mean[bg]) * rstd[bg]);
+                    sb += g[p];
+                }
+            }
+            if (dgamma) dgamma[c] += (float)sg;
+            if (dbeta) dbeta[c] += (float)sb;
+        }
+    }
+    if (!din) return;
+    ptrdiff_t groups = (ptrdiff_t)(B * G);
+#pragma omp parallel for schedule(static) if (big)
+    for (ptrdiff_t bg = 0; bg < groups; bg++) {
+        const float *x = in + (size_t)bg * n, *g = dout + (size_t)bg * n;
+        float *dx = din + (size_t)bg * n;
+        float m = mean[bg], r = rstd[bg];
+        size_t c0 = ((size_t)bg % G) * cg;
+        double s1 = 0, s2 = 0; /* sum dxhat, sum dxhat * xhat */
+        for (size_t c = 0; c < cg; c++) {
+            float ga = gamma ? gamma[c0 + c] : 1.0f;
+            for (size_t p = 0; p < HW; p++) {
+                double dxh = (double)g[c * HW + p] * ga;
+                s1 += dxh;
+                s2 += dxh * ((x[c * HW + p] - m) * r);
+            }
+        }
+        float m1 = (float)(s1 / (double)n), m2 = (float)(s2 / (double)n);
+        for (size_t c = 0; c < cg; c++) {
+            float ga = gamma ? gamma[c0 + c] : 1.0f;
+            for (size_t p = 0; p < HW; p++) {
+                float xh = (x[c * HW + p] - m) * r;
+                dx[c * HW + p] += r * (g[c * HW + p] * ga - m1 - xh * m2);
+            }
+        }
+    }
+}

@@ -1,0 +1,49 @@
+/* loss.c: the training losses, means over n elements summed in double, and their gradients. */
+#include "kernels.h"
+
+/* ---- mean squared error ---- */
+
+/* mse_forward: mean over i of (pred[i] - target[i])^2. Returns 0 for n == 0. */
+float mse_forward(const float *pred, const float *target, size_t n) {
+    /* scalar <- pred (n), target (n) */
+    if (n == 0) return 0;
+    double s = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)pred[i] - target[i];
+        s += d * d;
+    }
+    return (float)(s / (double)n);
+}
+
+/* mse_backward: dpred[i] += scale * 2 (pred[i] - target[i]) / n. */
+void mse_backward(float *dpred, const float *pred, const float *target, size_t n, float scale) {
+    /* dpred (n) += scale * d mse / d pred */
+    if (n == 0) return;
+    float c = (float)(2.0 * scale / (double)n);
+    for (size_t i = 0; i < n; i++) dpred[i] += c * (pred[i] - target[i]);
+}
+
+/* ---- mean absolute error ---- */
+
+/* l1_forward: mean over i of |pred[i] - target[i]|. Returns 0 for n == 0. */
+float l1_forward(const float *pred, const float *target, size_t n) {
+    /* scalar <- pred (n), target (n) */
+    if (n == 0) return 0;
+    double s = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)pred[i] - target[i];
+        s += d < 0 ? -d : d;
+    }
+    return (float)(s / (double)n);
+}
+
+/* l1_backward: dpred[i] += scale * sign(pred[i] - target[i]) / n, with sign(0) = 0 as torch. */
+void l1_backward(float *dpred, const float *pred, const float *target, size_t n, float scale) {
+    /* dpred (n) += scale * d l1 / d pred */
+    if (n == 0) return;
+    float c = (float)((double)scale / (double)n);
+    for (size_t i = 0; i < n; i++) {
+        float d = pred[i] - target[i];
+        dpred[i] += d > 0 ? c : d < 0 ? -c : 0.0f;
+    }
+}

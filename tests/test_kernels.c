@@ -1,0 +1,815 @@
+/* test_kernels.c: every fast kernel against its plain reference on random inputs (odd sizes included), and
+ * every backward against central finite differences of the scalar L = sum(out * g) for a fixed random g.
+ * Also: backward accumulates (twice gives double), the timestep embedding against its formula and torch,
+ * dropout's mask statistics and forward/backward consistency, the losses' values. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../src/base/base.h"
+#include "../src/kernels/kernels.h"
+#include "test.h"
+
+/* ---- helpers ---- */
+
+/* A fresh array of n uniforms in [lo, hi) from seed. */
+static float *rnd(size_t n, unsigned seed, float lo, float hi) {
+    float *x = df_malloc((n ? n : 1) * sizeof(float));
+    df_test_fill(x, n, seed, lo, hi);
+    return x;
+}
+
+static float *zeros(size_t n) { return df_calloc(n ? n : 1, sizeof(float)); }
+
+static float *copy(const float *x, size_t n) {
+    float *y = df_malloc((n ? n : 1) * sizeof(float));
+    memcpy(y, x, n * sizeof(float));
+    return y;
+}
+
+static double dot(const float *a, const float *b, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+/* The finite-difference loss L = sum(out * g): a test case embeds this first and sets forward to a function
+ * that recomputes out from the case's current inputs. */
+typedef struct fd_loss {
+    void (*forward)(struct fd_loss *self);
+    float *out, *g;
+    size_t n_out;
+} fd_loss;
+
+static double fd_eval(void *ctx) {
+    fd_loss *l = ctx;
+    l->forward(l);
+    return dot(l->out, l->g, l->n_out);
+}
+
+/* FD settings: step (smaller for inputs the output depends on non-linearly), relative and absolute tolerance,
+ * coordinates checked per tensor. Measured FD errors of the correct kernels are ~1e-6 absolute, so these pass
+ * with a margin of over 20x, while a wrong term in a formula gives errors of order the gradient itself. */
+#define FD_H 1e-2
+#define FD_H_NONLIN 5e-3
+#define FD_RTOL 1e-2
+#define FD_ATOL 1e-3
+#define FD_CHECKS 48
+
+/* Checks that grad2 (after two identical backward calls) is twice grad1 (after one). */
+static void expect_doubled(const char *name, const float *grad1, const float *grad2, size_t n) {
+    float *want = copy(grad1, n);
+    for (size_t i = 0; i < n; i++) want[i] *= 2;
+    EXPECT_CLOSE(name, grad2, want, n, 1e-6);
+    df_free(want);
+}
+
+/* ---- gemm ---- */
+
+/* One gemm against gemm_ref, with padded leading dimensions (pad > 0 gives lda > K etc.) and C's padding
+ * columns set to a sentinel that must survive. beta == 0 starts from a NaN-filled C. */
+static void gemm_case(int ta, int tb, size_t M, size_t N, size_t K, float alpha, float beta, size_t pad) {
+    size_t lda = (ta ? M : K) + pad, ldb = (tb ? K : N) + pad, ldc = N + pad;
+    size_t na = (ta ? K : M) * lda, nb = (tb ? N : K) * ldb, nc = M * ldc;
+    float *A = rnd(na, 11, -1, 1), *B = rnd(nb, 12, -1, 1), *C = rnd(nc, 13, -1, 1);
+    if (beta == 0)
+        for (size_t i = 0; i < nc; i++) C[i] = NAN;
+    for (size_t i = 0; i < M; i++)
+        for (size_t j = N; j < ldc; j++) C[i * ldc + j] = 12345.0f;
+    float *Cref = copy(C, nc);
+    gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    gemm_ref(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, Cref, ldc);
+    float *got = zeros(M * N), *want = zeros(M * N);
+    int pad_ok = 1;
+    for (size_t i = 0; i < M; i++) {
+        memcpy(got + i * N, C + i * ldc, N * sizeof(float));
+        memcpy(want + i * N, Cref + i * ldc, N * sizeof(float));
+        for (size_t j = N; j < ldc; j++) pad_ok &= C[i * ldc + j] == 12345.0f;
+    }
+    char name[128];
+    snprintf(name, sizeof name, "gemm tA%d tB%d %zux%zux%zu pad %zu alpha %g beta %g", ta, tb, M, N, K, pad,
+             (double)alpha, (double)beta);
+    EXPECT_CLOSE(name, got, want, M * N, 1e-5);
+    EXPECT(pad_ok, "%s: wrote past N into C's padding", name);
+    df_free(A), df_free(B), df_free(C), df_free(Cref), df_free(got), df_free(want);
+}
+
+TEST(gemm_matches_ref) {
+    static const size_t sizes[][3] = {{1, 1, 1},      {3, 5, 7},      {17, 9, 33},
+                                      {64, 128, 256}, {67, 131, 259}, {130, 70, 600}};
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+                size_t M = sizes[s][0], N = sizes[s][1], K = sizes[s][2];
+                gemm_case(ta, tb, M, N, K, 1.0f, 0.0f, s % 2 ? 3 : 0);
+                gemm_case(ta, tb, M, N, K, 0.75f, 1.0f, 5);
+            }
+    gemm_case(0, 0, 40, 50, 60, -1.5f, 0.5f, 1);
+    gemm_case(1, 1, 0, 5, 7, 1.0f, 0.0f, 0);
+    /* K = 0: C = beta C; with beta 0 it must be zeros, not NaN */
+    gemm_case(0, 0, 5, 6, 0, 1.0f, 0.0f, 0);
+}
+
+/* ---- conv2d ---- */
+
+typedef struct {
+    size_t B, C_in, H, W, C_out, KH, KW, stride, pad_t, pad_b, pad_l, pad_r;
+    int bias;
+    const char *what;
+} conv_cfg;
+
+static const conv_cfg conv_cfgs[] = {
+    {2, 3, 6, 7, 5, 1, 1, 1, 0, 0, 0, 0, 1, "1x1 s1 (pointwise path)"},
+    {2, 3, 6, 7, 5, 1, 1, 2, 0, 0, 0, 0, 0, "1x1 s2 (im2col path), no bias"},
+    {3, 4, 9, 5, 6, 3, 3, 1, 1, 1, 1, 1, 1, "3x3 s1 p1"},
+    {2, 4, 8, 8, 3, 3, 3, 2, 1, 1, 1, 1, 0, "3x3 s2 p1, no bias"},
+    {2, 3, 8, 6, 4, 4, 4, 2, 1, 1, 1, 1, 1, "4x4 s2 p1"},
+    {2, 3, 7, 5, 4, 3, 1, 1, 1, 1, 0, 0, 1, "3x1 s1 pad (1,1,0,0)"},
+    {2, 4, 8, 8, 4, 3, 3, 2, 0, 1, 0, 1, 1, "3x3 s2 pad (0,1,0,1)"},
+    {2, 2, 7, 9, 3, 2, 3, 1, 1, 0, 2, 1, 1, "2x3 s1 pad (1,0,2,1)"},
+    {1, 16, 12, 12, 24, 3, 3, 1, 1, 1, 1, 1, 1, "B=1, 3x3 (parallel gemm, several tiles)"},
+    {4, 8, 11, 13, 10, 3, 3, 1, 1, 1, 1, 1, 1, "B=4, 3x3 (images over threads)"},
+};
+#define N_CONV_CFGS (sizeof conv_cfgs / sizeof conv_cfgs[0])
+
+static conv2d_dims conv_dims(const conv_cfg *c) {
+    return (conv2d_dims){c->B,  c->C_in,   c->H,     c->W,     c->C_out, c->KH,
+                         c->KW, c->stride, c->pad_t, c->pad_b, c->pad_l, c->pad_r};
+}
+
+typedef struct {
+    fd_loss L;
+    float *in, *w, *b;
+    conv2d_dims d;
+} conv_case;
+
+static void conv_case_forward(fd_loss *self) {
+    conv_case *c = (conv_case *)self;
+    conv2d_forward(c->L.out, c->in, c->w, c->b, &c->d);
+}
+
+TEST(conv2d_matches_ref) {
+    for (size_t t = 0; t < N_CONV_CFGS; t++) {
+        const conv_cfg *c = &conv_cfgs[t];
+        conv2d_dims d = conv_dims(c);
+        size_t Ho = conv2d_out_h(&d), Wo = conv2d_out_w(&d);
+        size_t n_in = d.B * d.C_in * d.H * d.W, n_w = d.C_out * d.C_in * d.KH * d.KW;
+        size_t n_out = d.B * d.C_out * Ho * Wo;
+        float *in = rnd(n_in, 1, -1, 1), *w = rnd(n_w, 2, -0.5f, 0.5f);
+        float *b = c->bias ? rnd(d.C_out, 3, -1, 1) : NULL;
+        float *out = rnd(n_out, 4, -1, 1), *out_ref = rnd(n_out, 5, -1, 1);
+        char name[160];
+        conv2d_forward(out, in, w, b, &d);
+        conv2d_forward_ref(out_ref, in, w, b, &d);
+        snprintf(name, sizeof name, "conv2d fwd %s", c->what);
+        EXPECT_CLOSE(name, out, out_ref, n_out, 1e-5);
+
+        /* backward, fast vs ref, both accumulating onto the same non-zero start */
+        float *dout = rnd(n_out, 6, -1, 1);
+        float *din = rnd(n_in, 7, -1, 1), *dw = rnd(n_w, 8, -1, 1), *db = rnd(d.C_out, 9, -1, 1);
+        float *din_r = copy(din, n_in), *dw_r = copy(dw, n_w), *db_r = copy(db, d.C_out);
+        conv2d_backward(din, dw, c->bias ? db : NULL, dout, in, w, &d);
+        conv2d_backward_ref(din_r, dw_r, c->bias ? db_r : NULL, dout, in, w, &d);
+        snprintf(name, sizeof name, "conv2d din %s", c->what);
+        EXPECT_CLOSE(name, din, din_r, n_in, 1e-5);
+        snprintf(name, sizeof name, "conv2d dweight %s", c->what);
+        EXPECT_CLOSE(name, dw, dw_r, n_w, 1e-5);
+        if (c->bias) {
+            snprintf(name, sizeof name, "conv2d dbias %s", c->what);
+            EXPECT_CLOSE(name, db, db_r, d.C_out, 1e-5);
+        }
+        df_free(in), df_free(w), df_free(b), df_free(out), df_free(out_ref), df_free(dout);
+        df_free(din), df_free(dw), df_free(db), df_free(din_r), df_free(dw_r), df_free(db_r);
+    }
+    conv2d_dims d = {1, 1, 5, 5, 1, 3, 3, 2, 0, 1, 0, 1};
+    EXPECT(conv2d_out_h(&d) == 2 && conv2d_out_w(&d) == 2, "H_out for 5 + 0 + 1 - 3 / 2 + 1 must be 2");
+}
+
+/* Finite differences of the fast forward against the fast backward (in, weight, bias) and the _ref backward
+ * (in, weight). */
+static void conv_fd(const conv_cfg *c) {
+    conv_case cc = {.d = conv_dims(c)};
+    conv2d_dims *d = &cc.d;
+    size_t Ho = conv2d_out_h(d), Wo = conv2d_out_w(d);
+    size_t n_in = d->B * d->C_in * d->H * d->W, n_w = d->C_out * d->C_in * d->KH * d->KW;
+    cc.L = (fd_loss){conv_case_forward, zeros(d->B * d->C_out * Ho * Wo), NULL, d->B * d->C_out * Ho * Wo};
+    cc.L.g = rnd(cc.L.n_out, 21, -1, 1);
+    cc.in = rnd(n_in, 22, -1, 1), cc.w = rnd(n_w, 23, -0.5f, 0.5f);
+    cc.b = c->bias ? rnd(d->C_out, 24, -1, 1) : NULL;
+    float *din = zeros(n_in), *dw = zeros(n_w), *db = zeros(d->C_out);
+    float *din_r = zeros(n_in), *dw_r = zeros(n_w), *db_r = zeros(d->C_out);
+    conv2d_backward(din, dw, cc.b ? db : NULL, cc.L.g, cc.in, cc.w, d);
+    conv2d_backward_ref(din_r, dw_r, cc.b ? db_r : NULL, cc.L.g, cc.in, cc.w, d);
+    char name[160];
+    snprintf(name, sizeof name, "conv2d d/din %s", c->what);
+    EXPECT_GRAD(name, cc.in, din, n_in, fd_eval, &cc, FD_H, FD_RTOL, FD_ATOL, FD_CHECKS);
+    snprintf(name, sizeof name, "conv2d d/dweight %s", c->what);
+    EXPECT_GRAD(name, cc.w, dw, n_w, fd_eval, &cc, FD_H, FD_RTOL, FD_ATOL, FD_CHECKS);
+    snprintf(name, sizeof name, "conv2d_ref d/din %s", c->what);
+    EXPECT_GRAD(name, cc.in, din_r, n_in, fd_eval, &cc, FD_H, FD_RTOL, FD_ATOL, FD_CHECKS);
+    snprintf(name, sizeof name, "conv2d_ref d/dweight %s", c->what);
+    EXPECT_GRAD(name, cc.w, dw_r, n_w, fd_eval, &cc, FD_H, FD_RTOL, FD_ATOL, FD_CHECKS);
+    if (cc.b) {
+        snprintf(name, sizeof name, "conv2d d/dbias %s", c->what);
+        EXPECT_GRAD(name, cc.b, db, d->C_out, fd_eval, &cc, FD_H, FD_RTOL, FD_ATOL, FD_CHECKS);
+    }
+    df_free(cc.L.out), df_free(cc.L.g), df_free(cc.in), df_free(cc.w), df_free(cc.b);
+    df_free(din), df_free(dw), df_free(db), df_free(din_r), df_free(dw_r), df_free(db_r);
+}
+
+TEST(conv2d_backward_finite_differences) {
+    for (size_t t = 0; t < N_CONV_CFGS; t++)
+        if (conv_cfgs[t].C_in * conv_cfgs[t].H * conv_cfgs[t].W <= 256) conv_fd(&conv_cfgs[t]);
+}
+
+TEST(conv2d_backward_accumulates) {
+    const conv_cfg *c = &conv_cfgs[4];
+    conv2d_dims d = conv_dims(c);
+    size_t n_in = d.B * d.C_in * d.H * d.W, n_w = d.C_out * d.C_in * d.KH * d.KW;
+    size_t n_out = d.B * d.C_out * conv2d_out_h(&d) * conv2d_out_w(&d);
+    float *in = rnd(n_in, 31, -1, 1), *w = rnd(n_w, 32, -1, 1), *dout = rnd(n_out, 33, -1, 1);
+    float *g1[3] = {zeros(n_in), zeros(n_w), zeros(d.C_out)}, *g2[3] = {zeros(n_in), zeros(n_w), zeros(d.C_out)};
+    conv2d_backward(g1[0], g1[1], g1[2], dout, in, w, &d);
+    conv2d_backward(g2[0], g2[1], g2[2], dout, in, w, &d);
+    conv2d_backward(g2[0], g2[1], g2[2], dout, in, w, &d);
+    expect_doubled("conv2d din twice", g1[0], g2[0], n_in);
+    expect_doubled("conv2d dweight twice", g1[1], g2[1], n_w);
+    expect_doubled("conv2d dbias twice", g1[2], g2[2], d.C_out);
+    /* NULL gradients are skipped: only dweight asked for gives the same dweight */
+    float *dw_only = zeros(n_w);
+    conv2d_backward(NULL, dw_only, NULL, dout, in, w, &d);
+    EXPECT_CLOSE("conv2d dweight alone", dw_only, g1[1], n_w, 0);
+    for (int i = 0; i < 3; i++) df_free(g1[i]), df_free(g2[i]);
+    df_free(in), df_free(w), df_free(dout), df_free(dw_only);
+}
+
+/* ---- linear ---- */
+
+typedef struct {
+    fd_loss L;
+    float *in, *w, *b;
+    size_t N, IN, OUT;
+} linear_case;
+
+static void linear_case_forward(fd_loss *self) {
+    linear_case *c = (linear_case *)self;
+    linear_forward(c->L.out, c->in, c->w, c->b, c->N, c->IN, c->OUT);
+}
+
+TEST(linear_matches_ref_and_finite_differences) {
+    static const size_t sizes[][3] = {{1, 1, 1}, {3, 7, 5}, {16, 33, 70}, {70, 130, 9}};
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++)
+        for (int has_bias = 0; has_bias < 2; has_bias++) {
+            size_t N = sizes[s][0], IN = sizes[s][1], OUT = sizes[s][2];
+            linear_case c = {.N = N, .IN = IN, .OUT = OUT};
+            c.L = (fd_loss){linear_case_forward, zeros(N * OUT), rnd(N * OUT, 41, -1, 1), N * OUT};
+            c.in = rnd(N * IN, 42, -1, 1), c.w = rnd(OUT * IN, 43, -0.5f, 0.5f);
+            c.b = has_bias ? rnd(OUT, 44, -1, 1) : NULL;
+            float *out_ref = zeros(N * OUT);
+            char name[128];
+            linear_forward(c.L.out, c.in, c.w, c.b, N, IN, OUT);
+            linear_forward_ref(out_ref, c.in, c.w, c.b, N, IN, OUT);
+            snprintf(name, sizeof name, "linear fwd %zux%zu->%zu bias %d", N, IN, OUT, has_bias);
+            EXPECT_CLOSE(name, c.L.out, out_ref, N * OUT, 1e-5);
+            float *din = rnd(N * IN, 45, -1, 1), *dw = rnd(OUT * IN, 46, -1, 1), *db = rnd(OUT, 47, -1, 1);
+            float *din_r = copy(din, N * IN), *dw_r = copy(dw, OUT * IN), *db_r = copy(db, OUT);
+            linear_backward(din, dw, db, c.L.g, c.in, c.w, N, IN, OUT);
+            linear_backward_ref(din_r, dw_r, db_r, c.L.g, c.in, c.w, N, IN, OUT);
+            EXPECT_CLOSE("linear din vs ref", din, din_r, N * IN, 1e-5);
+            EXPECT_CLOSE("linear dweight vs ref", dw, dw_r, OUT * IN, 1e-5);
+            EXPECT_CLOSE("linear dbias vs ref", db, db_r, OUT, 1e-5);
+            if (s == 1 || s == 2) { /* finite differences on fresh (zero) gradients */
+                memset(din, 0, N * IN * sizeof(float)), memset(dw, 0, OUT * IN * sizeof(float));
+                memset(db, 0, OUT * sizeof(float));
+                linear_backward(din, dw, c.b ? db : NULL, c.L.g, c.in, c.w, N, IN, OUT);
+                EXPECT_GRAD("linear d/din", c.in, din, N * IN, fd_eval, &c, FD_H, FD_RTOL, FD_ATOL, FD_CHECKS);
+                EXPECT_GRAD("linear d/dweight", c.w, dw, OUT * IN, fd_eval, &c, FD_H, FD_RTOL, FD_ATOL, FD_CHECKS);
+                if (c.b)
+                    EXPECT_GRAD("linear d/dbias", c.b, db, OUT, fd_eval, &c, FD_H, FD_RTOL, FD_ATOL, FD_CHECKS);
+            }
+            df_free(c.L.out), df_free(c.L.g), df_free(c.in), df_free(c.w), df_free(c.b), df_free(out_ref);
+            df_free(din), df_free(dw), df_free(db), df_free(din_r), df_free(dw_r), df_free(db_r);
+        }
+}
+
+/* ---- groupnorm ---- */
+
+typedef struct {
+    fd_loss L;
+    float *in, *gamma, *beta, *mean, *rstd;
+    size_t B, C, HW, G;
+} gn_case;
+
+static void gn_case_forward(fd_loss *self) {
+    gn_case *c = (gn_case *)self;
+    groupnorm_forward(c->L.out, c->mean, c->rstd, c->in, c->gamma, c->beta, c->B, c->C, c->HW, c->G, 1e-5f);
+}
+
+TEST(groupnorm_forward_and_finite_differences) {
+    static const size_t cfgs[][5] = {/* B, C, HW, G, affine */
+                                     {2, 4, 9, 2, 1},
+                                     {2, 4, 9, 4, 1},
+                                     {2, 6, 5, 1, 1},
+                                     {1, 4, 9, 2, 0},
+                                     {3, 8, 7, 4, 1}};
+    for (size_t t = 0; t < sizeof cfgs / sizeof cfgs[0]; t++) {
+        gn_case c = {.B = cfgs[t][0], .C = cfgs[t][1], .HW = cfgs[t][2], .G = cfgs[t][3]};
+        size_t n = c.B * c.C * c.HW, cg = c.C / c.G, ng = cg * c.HW;
+        c.L = (fd_loss){gn_case_forward, zeros(n), rnd(n, 51, -1, 1), n};
+        c.in = rnd(n, 52, -1, 1);
+        for (size_t i = 0; i < n; i++) c.in[i] += 0.3f * (float)(i / c.HW % 3); /* unequal channel means */
+        c.gamma = cfgs[t][4] ? rnd(c.C, 53, 0.5f, 1.5f) : NULL;
+        c.beta = cfgs[t][4] ? rnd(c.C, 54, -1, 1) : NULL;
+        c.mean = zeros(c.B * c.G), c.rstd = zeros(c.B * c.G);
+        gn_case_forward(&c.L);
+
+        /* forward against the definition in double */
+        float *want = zeros(n), *want_mean = zeros(c.B * c.G), *want_rstd = zeros(c.B * c.G);
+        for (size_t bg = 0; bg < c.B * c.G; bg++) {
+            const float *x = c.in + bg * ng;
+            double m = 0, v = 0;
+            for (size_t i = 0; i < ng; i++) m += x[i];
+            m /= (double)ng;
+            for (size_t i = 0; i < ng; i++) v += (x[i] - m) * (x[i] - m);
+            v /= (double)ng;
+            want_mean[bg] = (float)m, want_rstd[bg] = (float)(1 / sqrt(v + 1e-5));
+            for (size_t i = 0; i < ng; i++) {
+                size_t ch = bg % c.G * cg + i / c.HW;
+                double y = (x[i] - m) / sqrt(v + 1e-5);
+                want[bg * ng + i] = (float)(c.gamma ? y * c.gamma[ch] + c.beta[ch] : y);
+            }
+        }
+        char name[128];
+        snprintf(name, sizeof name, "groupnorm fwd B%zu C%zu HW%zu G%zu affine %zu", c.B, c.C, c.HW, c.G,
+                 cfgs[t][4]);
+        EXPECT_CLOSE(name, c.L.out, want, n, 1e-5);
+        EXPECT_CLOSE("groupnorm mean", c.mean, want_mean, c.B * c.G, 1e-5);
+        EXPECT_CLOSE("groupnorm rstd", c.rstd, want_rstd, c.B * c.G, 1e-5);
+
+        float *din = zeros(n), *dgamma = zeros(c.C), *dbeta = zeros(c.C);
+        groupnorm_backward(din, c.gamma ? dgamma : NULL, c.gamma ? dbeta : NULL, c.L.g, c.in, c.mean, c.rstd,
+                           c.gamma, c.B, c.C, c.HW, c.G);
+        EXPECT_GRAD("groupnorm d/din", c.in, din, n, fd_eval, &c, FD_H_NONLIN, FD_RTOL, FD_ATOL, FD_CHECKS);
+        if (c.gamma) {
+            EXPECT_GRAD("groupnorm d/dgamma", c.gamma, dgamma, c.C, fd_eval, &c, FD_H, FD_RTOL, FD_ATOL,
+                        FD_CHECKS);
+            EXPECT_GRAD("groupnorm d/dbeta", c.beta, dbeta, c.C, fd_eval, &c, FD_H, FD_RTOL, FD_ATOL, FD_CHECKS);
+        }
+        df_free(c.L.out), df_free(c.L.g), df_free(c.in), df_free(c.gamma), df_free(c.beta), df_free(c.mean);
+        df_free(c.rstd), df_free(want), df_free(want_mean), df_free(want_rstd), df_free(din), df_free(dgamma);
+        df_free(dbeta);
+    }
+}
+
+TEST(groupnorm_backward_accumulates) {
+    size_t B = 2, C = 6, HW = 10, G = 3, n = B * C * HW;
+    float *in = rnd(n, 61, -1, 1), *gamma = rnd(C, 62, 0.5f, 1.5f), *beta = rnd(C, 63, -1, 1);
+    float *out = zeros(n), *mean = zeros(B * G), *rstd = zeros(B * G), *dout = rnd(n, 64, -1, 1);
+    groupnorm_forward(out, mean, rstd, in, gamma, beta, B, C, HW, G, 1e-5f);
+    float *g1[3] = {zeros(n), zeros(C), zeros(C)}, *g2[3] = {zeros(n), zeros(C), zeros(C)};
+    groupnorm_backward(g1[0], g1[1], g1[2], dout, in, mean, rstd, gamma, B, C, HW, G);
+    groupnorm_backward(g2[0], g2[1], g2[2], dout, in, mean, rstd, gamma, B, C, HW, G);
+    groupnorm_backward(g2[0], g2[1], g2[2], dout, in, mean, rstd, gamma, B, C, HW, G);
+    expect_doubled("groupnorm din twice", g1[0], g2[0], n);
+    expect_doubled("groupnorm dgamma twice", g1[1], g2[1], C);
+    expect_doubled("groupnorm dbeta twice", g1[2], g2[2], C);
+    for (int i = 0; i < 3; i++) df_free(g1[i]), df_free(g2[i]);
+    df_free(in), df_free(gamma), df_free(beta), df_free(out), df_free(mean), df_free(rstd), df_free(dout);
+}
+
+/* ---- attention ---- */
+
+typedef struct {
+    fd_loss L;
+    float *q, *k, *v, *probs;
+    size_t B, C, T, heads;
+} att_case;
+
+static void att_case_forward(fd_loss *self) {
+    att_case *c = (att_case *)self;
+    attention_forward(c->L.out, c->probs, c->q, c->k, c->v, c->B, c->C, c->T, c->heads);
+}
+
+TEST(attention_matches_ref) {
+    static const size_t cfgs[][4] = {/* B, C, T, heads */
+                                     {2, 4, 9, 1},   {2, 8, 70, 2},   {1, 6, 130, 3},
+                                     {1, 8, 200, 1}, {2, 16, 100, 2}, {3, 4, 1, 2}};
+    for (size_t t = 0; t < sizeof cfgs / sizeof cfgs[0]; t++) {
+        size_t B = cfgs[t][0], C = cfgs[t][1], T = cfgs[t][2], H = cfgs[t][3], n = B * C * T, np = B * H * T * T;
+        float *q = rnd(n, 71, -2, 2), *k = rnd(n, 72, -2, 2), *v = rnd(n, 73, -1, 1);
+        float *out = rnd(n, 74, -1, 1), *out_np = rnd(n, 75, -1, 1), *out_ref = zeros(n);
+        float *p = rnd(np, 76, -1, 1), *p_ref = zeros(np);
+        attention_forward(out, p, q, k, v, B, C, T, H);
+        attention_forward(out_np, NULL, q, k, v, B, C, T, H);
+        attention_forward_ref(out_ref, p_ref, q, k, v, B, C, T, H);
+        char name[128];
+        snprintf(name, sizeof name, "attention fwd B%zu C%zu T%zu heads %zu", B, C, T, H);
+        EXPECT_CLOSE(name, out, out_ref, n, 1e-5);
+        EXPECT_CLOSE("attention probs", p, p_ref, np, 1e-5);
+        EXPECT_CLOSE("attention fwd, probs NULL == probs saved", out_np, out, n, 0);
+        double worst = 0; /* rows of P sum to 1 */
+        for (size_t r = 0; r < B * H * T; r++) {
+            double s = 0;
+            for (size_t j = 0; j < T; j++) s += p[r * T + j];
+            worst = fmax(worst, fabs(s - 1));
+        }
+        EXPECT(worst < 1e-5, "attention: a row of probabilities sums to 1 %+g", worst);
+        df_free(q), df_free(k), df_free(v), df_free(out), df_free(out_np), df_free(out_ref), df_free(p);
+        df_free(p_ref);
+    }
+}
+
+TEST(attention_backward_finite_differences) {
+    static const size_t cfgs[][4] = {{2, 4, 9, 1}, {1, 4, 67, 2}, {2, 6, 5, 3}}; /* B, C, T, heads */
+    for (size_t t = 0; t < sizeof cfgs / sizeof cfgs[0]; t++) {
+        att_case c = {.B = cfgs[t][0], .C = cfgs[t][1], .T = cfgs[t][2], .heads = cfgs[t][3]};
+        size_t n = c.B * c.C * c.T;
+        c.L = (fd_loss){att_case_forward, zeros(n), rnd(n, 81, -1, 1), n};
+        c.q = rnd(n, 82, -2, 2), c.k = rnd(n, 83, -2, 2), c.v = rnd(n, 84, -1, 1);
+        c.probs = zeros(c.B * c.heads * c.T * c.T);
+        att_case_forward(&c.L);
+        float *dq = zeros(n), *dk = zeros(n), *dv = zeros(n);
+        attention_backward(dq, dk, dv, c.L.g, c.q, c.k, c.v, c.probs, c.B, c.C, c.T, c.heads);
+        float *g2[3] = {zeros(n), zeros(n), zeros(n)};
+        for (int rep = 0; rep < 2; rep++)
+            attention_backward(g2[0], g2[1], g2[2], c.L.g, c.q, c.k, c.v, c.probs, c.B, c.C, c.T, c.heads);
+        char name[128];
+        snprintf(name, sizeof name, "attention d/dq B%zu C%zu T%zu heads %zu", c.B, c.C, c.T, c.heads);
+        EXPECT_GRAD(name, c.q, dq, n, fd_eval, &c, FD_H_NONLIN, FD_RTOL, FD_ATOL, FD_CHECKS);
+        EXPECT_GRAD("attention d/dk", c.k, dk, n, fd_eval, &c, FD_H_NONLIN, FD_RTOL, FD_ATOL, FD_CHECKS);
+        EXPECT_GRAD("attention d/dv", c.v, dv, n, fd_eval, &c, FD_H, FD_RTOL, FD_ATOL, FD_CHECKS);
+        expect_doubled("attention dq twice", dq, g2[0], n);
+        expect_doubled("attention dk twice", dk, g2[1], n);
+        expect_doubled("attention dv twice", dv, g2[2], n);
+        float *dv_only = zeros(n);
+        attention_backward(NULL, NULL, dv_only, c.L.g, c.q, c.k, c.v, c.probs, c.B, c.C, c.T, c.heads);
+        EXPECT_CLOSE("attention dv alone", dv_only, dv, n, 0);
+        df_free(c.L.out), df_free(c.L.g), df_free(c.q), df_free(c.k), df_free(c.v), df_free(c.probs);
+        df_free(dq), df_free(dk), df_free(dv), df_free(dv_only);
+        for (int i = 0; i < 3; i++) df_free(g2[i]);
+    }
+}
+
+/* ---- activations and elementwise ---- */
+
+typedef struct {
+    fd_loss L;
+    int op;
+    float *a, *b;
+    size_t B, C, H, W;
+} ew_case;
+
+enum { EW_SILU, EW_RELU, EW_ADD, EW_SCALE, EW_ADD_CHANNEL, EW_UPSAMPLE, EW_CONCAT, EW_COUNT };
+static const char *ew_names[EW_COUNT] = {"silu", "relu", "add", "scale", "add_channel", "upsample2x", "concat"};
+
+static void ew_case_forward(fd_loss *self) {
+    ew_case *c = (ew_case *)self;
+    size_t n = c->B * c->C * c->H * c->W, HW = c->H * c->W;
+    switch (c->op) {
+    case EW_SILU:
+        silu_forward(c->L.out, c->a, n);
+        break;
+    case EW_RELU:
+        relu_forward(c->L.out, c->a, n);
+        break;
+    case EW_ADD:
+        add_forward(c->L.out, c->a, c->b, n);
+        break;
+    case EW_SCALE:
+        scale_forward(c->L.out, c->a, -0.7f, n);
+        break;
+    case EW_ADD_CHANNEL:
+        add_channel_forward(c->L.out, c->a, c->b, c->B, c->C, HW);
+        break;
+    case EW_UPSAMPLE:
+        upsample2x_forward(c->L.out, c->a, c->B, c->C, c->H, c->W);
+        break;
+    case EW_CONCAT:
+        concat_forward(c->L.out, c->a, c->b, c->B, c->C, c->C + 1, HW);
+        break;
+    }
+}
+
+/* Forward values against direct formulas, and the backward of every op against finite differences. */
+TEST(elementwise_forward_and_finite_differences) {
+    size_t B = 2, C = 3, H = 3, W = 5, HW = H * W, n = B * C * HW;
+    for (int op = 0; op < EW_COUNT; op++) {
+        ew_case c = {.op = op, .B = B, .C = C, .H = H, .W = W};
+        size_t n_out = op == EW_UPSAMPLE ? 4 * n : op == EW_CONCAT ? B * (2 * C + 1) * HW : n;
+        size_t n_b = op == EW_ADD_CHANNEL ? B * C : op == EW_CONCAT ? B * (C + 1) * HW : n;
+        c.L = (fd_loss){ew_case_forward, zeros(n_out), rnd(n_out, 91, -1, 1), n_out};
+        c.a = rnd(n, 92, -3, 3), c.b = rnd(n_b, 93, -1, 1);
+        if (op == EW_RELU) /* keep away from the kink by more than the FD step */
+            for (size_t i = 0; i < n; i++) c.a[i] += c.a[i] >= 0 ? 0.05f : -0.05f;
+        ew_case_forward(&c.L);
+        float *want = zeros(n_out), *da = zeros(n), *db = zeros(n_b);
+        for (size_t i = 0; i < n; i++) {
+            double x = c.a[i];
+            size_t bc = i / HW, p = i % HW, bb = bc / C, ch = bc % C;
+            switch (op) {
+            case EW_SILU:
+                want[i] = (float)(x / (1 + exp(-x)));
+                break;
+            case EW_RELU:
+                want[i] = x > 0 ? (float)x : 0;
+                break;
+            case EW_ADD:
+                want[i] = (float)(x + c.b[i]);
+                break;
+            case EW_SCALE:
+                want[i] = (float)(-0.7 * x);
+                break;
+            case EW_ADD_CHANNEL:
+                want[i] = (float)(x + c.b[bc]);
+                break;
+            case EW_UPSAMPLE:
+                for (size_t dy = 0; dy < 2; dy++)
+                    for (size_t dx = 0; dx < 2; dx++)
+                        want[bc * 4 * HW + (2 * (p / W) + dy) * 2 * W + 2 * (p % W) + dx] = (float)x;
+                break;
+            case EW_CONCAT:
+                want[(bb * (2 * C + 1) + ch) * HW + p] = (float)x;
+                break;
+            }
+        }
+        if (op == EW_CONCAT)
+            for (size_t i = 0; i < n_b; i++) {
+                size_t bb = i / ((C + 1) * HW), r = i % ((C + 1) * HW);
+                want[bb * (2 * C + 1) * HW + C * HW + r] = c.b[i];
+            }
+        float *da1 = NULL, *db1 = NULL;
+        for (int rep = 0; rep < 2; rep++) { /* twice: the second must double the first */
+            if (rep == 1) da1 = copy(da, n), db1 = copy(db, n_b);
+            switch (op) {
+            case EW_SILU:
+                silu_backward(da, c.L.g, c.a, n);
+                break;
+            case EW_RELU:
+                relu_backward(da, c.L.g, c.a, n);
+                break;
+            case EW_ADD:
+                add_backward(da, db, c.L.g, n);
+                break;
+            case EW_SCALE:
+                scale_backward(da, c.L.g, -0.7f, n);
+                break;
+            case EW_ADD_CHANNEL:
+                add_channel_backward(da, db, c.L.g, B, C, HW);
+                break;
+            case EW_UPSAMPLE:
+                upsample2x_backward(da, c.L.g, B, C, H, W);
+                break;
+            case EW_CONCAT:
+                concat_backward(da, db, c.L.g, B, C, C + 1, HW);
+                break;
+            }
+        }
+        char name[96];
+        int has_db = op == EW_ADD || op == EW_ADD_CHANNEL || op == EW_CONCAT;
+        snprintf(name, sizeof name, "%s backward twice, da", ew_names[op]);
+        expect_doubled(name, da1, da, n);
+        snprintf(name, sizeof name, "%s backward twice, db", ew_names[op]);
+        if (has_db) expect_doubled(name, db1, db, n_b);
+        memcpy(da, da1, n * sizeof(float)), memcpy(db, db1, n_b * sizeof(float));
+        df_free(da1), df_free(db1);
+        snprintf(name, sizeof name, "%s fwd", ew_names[op]);
+        EXPECT_CLOSE(name, c.L.out, want, n_out, 1e-6);
+        snprintf(name, sizeof name, "%s d/da", ew_names[op]);
+        EXPECT_GRAD(name, c.a, da, n, fd_eval, &c, FD_H, FD_RTOL, FD_ATOL, FD_CHECKS);
+        if (has_db) {
+            snprintf(name, sizeof name, "%s d/db", ew_names[op]);
+            EXPECT_GRAD(name, c.b, db, n_b, fd_eval, &c, FD_H, FD_RTOL, FD_ATOL, FD_CHECKS);
+        }
+        df_free(c.L.out), df_free(c.L.g), df_free(c.a), df_free(c.b), df_free(want), df_free(da), df_free(db);
+    }
+    /* in-place forms: out aliasing an input */
+    float *a = rnd(n, 94, -1, 1), *b = rnd(n, 95, -1, 1), *want = zeros(n);
+    for (size_t i = 0; i < n; i++) want[i] = a[i] + b[i];
+    add_forward(a, a, b, n);
+    EXPECT_CLOSE("add in place", a, want, n, 0);
+    df_free(a), df_free(b), df_free(want);
+}
+
+/* ---- timestep embedding ---- */
+
+static const float emb_t[] = {0, 1, 17, 250.5f, 999};
+#define EMB_N (sizeof emb_t / sizeof emb_t[0])
+static const int emb_cfgs[][3] = {
+    {32, 1, 0}, {32, 0, 1}, {33, 1, 1}, {7, 0, 0}, {128, 0, 1}}; /* dim, flip, shift */
+#define EMB_CFGS (sizeof emb_cfgs / sizeof emb_cfgs[0])
+
+/* Against the formula in double, within the error that float32 rounding of the exponent, exp and product
+ * can cause: |d arg| <= |arg| (2e-7 |exponent| + 3e-7), plus the rounding of sin/cos. */
+TEST(timestep_embedding_formula) {
+    for (size_t t = 0; t < EMB_CFGS; t++) {
+        size_t dim = (size_t)emb_cfgs[t][0], half = dim / 2;
+        int flip = emb_cfgs[t][1];
+        double shift = emb_cfgs[t][2];
+        float *out = rnd(EMB_N * dim, 101, -1, 1);
+        timestep_embedding(out, emb_t, EMB_N, dim, flip, (float)shift, 10000);
+        double worst = 0;
+        int bad = 0;
+        for (size_t n = 0; n < EMB_N; n++)
+            for (size_t i = 0; i < half; i++) {
+                double e = -log(10000.0) * (double)i / ((double)half - shift), arg = emb_t[n] * exp(e);
+                double tol = 2e-7 + fabs(arg) * (2e-7 * fabs(e) + 3e-7);
+                double s = out[n * dim + (flip ? half : 0) + i], co = out[n * dim + (flip ? 0 : half) + i];
+                double err = fmax(fabs(s - sin(arg)), fabs(co - cos(arg)));
+                worst = fmax(worst, err / tol);
+                bad += err > tol;
+            }
+        if (dim % 2)
+            for (size_t n = 0; n < EMB_N; n++) bad += out[n * dim + dim - 1] != 0;
+        printf("    timestep_embedding dim %zu flip %d shift %g: worst error / bound %.2f  %s\n", dim, flip, shift,
+               worst, bad ? "MISMATCH" : "ok");
+        EXPECT(!bad, "timestep_embedding dim %zu flip %d shift %g: %d values off the formula", dim, flip, shift,
+               bad);
+        df_free(out);
+    }
+}
+
+/* Against diffusers' get_timestep_embedding run by Debian's torch (fails when /usr/bin/python3 or torch
+ * is missing). The formula is that of diffusers' embeddings.py, restated. */
+TEST(timestep_embedding_matches_torch) {
+    static const char *script =
+        "/usr/bin/python3 -c '\n"
+        "import math, torch\n"
+        "def gte(t, dim, flip, shift, max_period=10000):\n"
+        "    half = dim // 2\n"
+        "    e = -math.log(max_period) * torch.arange(start=0, end=half, dtype=torch.float32)\n"
+        "    e = e / (half - shift)\n"
+        "    emb = torch.exp(e)\n"
+        "    emb = t[:, None].float() * emb[None, :]\n"
+        "    emb = torch.cat([torch.sin(emb), torch.cos(emb)], dim=-1)\n"
+        "    if flip: emb = torch.cat([emb[:, half:], emb[:, :half]], dim=-1)\n"
+        "    if dim % 2 == 1: emb = torch.nn.functional.pad(emb, (0, 1, 0, 0))\n"
+        "    return emb\n"
+        "t = torch.tensor([0, 1, 17, 250.5, 999], dtype=torch.float32)\n"
+        "for dim, flip, shift in [(32, 1, 0), (32, 0, 1), (33, 1, 1), (7, 0, 0), (128, 0, 1)]:\n"
+        "    print(\" \".join(\"%.9g\" % x for x in gte(t, dim, flip, float(shift)).flatten().tolist()))\n"
+        "' 2>/dev/null";
+    FILE *p = popen(script, "r");
+    size_t total = 0;
+    for (size_t t = 0; t < EMB_CFGS; t++) total += EMB_N * (size_t)emb_cfgs[t][0];
+    float *want = zeros(total);
+    size_t got_n = 0;
+    if (p) {
+        char line[1 << 16];
+        while (got_n < total && fgets(line, sizeof line, p)) {
+            char *s = line, *end;
+            for (double x = strtod(s, &end); end != s && got_n < total; x = strtod(s, &end)) {
+                want[got_n++] = (float)x;
+                s = end;
+            }
+        }
+        pclose(p);
+    }
+    if (got_n != total) {
+        EXPECT(0, "/usr/bin/python3 with torch gave %zu of %zu values (make deps installs python3-torch)", got_n, total);
+        df_free(want);
+        return;
+    }
+    size_t off = 0;
+    for (size_t t = 0; t < EMB_CFGS; t++) {
+        size_t dim = (size_t)emb_cfgs[t][0], n = EMB_N * dim;
+        float *out = zeros(n);
+        timestep_embedding(out, emb_t, EMB_N, dim, emb_cfgs[t][1], (float)emb_cfgs[t][2], 10000);
+        double maxabs = 0;
+        for (size_t i = 0; i < n; i++) maxabs = fmax(maxabs, fabs((double)out[i] - want[off + i]));
+        printf("    timestep_embedding vs torch dim %zu flip %d shift %d: max|d| %.2e  %s\n", dim, emb_cfgs[t][1],
+               emb_cfgs[t][2], maxabs, maxabs <= 1e-6 ? "ok" : "MISMATCH");
+        EXPECT(maxabs <= 1e-6, "timestep_embedding differs from torch by %.3e (dim %zu)", maxabs, dim);
+        off += n;
+        df_free(out);
+    }
+    df_free(want);
+}
+
+/* ---- dropout ---- */
+
+TEST(dropout_mask_and_backward) {
+    size_t n = 100000;
+    float p = 0.3f;
+    float *in = rnd(n, 111, 0.5f, 1.5f), *out = zeros(n), *din = zeros(n), *ones = zeros(n);
+    for (size_t i = 0; i < n; i++) ones[i] = 1;
+    dropout_forward(out, in, n, p, 42, 7);
+    dropout_backward(din, ones, n, p, 42, 7);
+    size_t dropped = 0, bad_scale = 0, bad_mask = 0;
+    for (size_t i = 0; i < n; i++) {
+        dropped += out[i] == 0;
+        if (out[i] != 0 && out[i] != in[i] * (1 / (1 - p))) bad_scale++;
+        if ((out[i] != 0) != (din[i] != 0) || (din[i] != 0 && din[i] != 1 / (1 - p))) bad_mask++;
+    }
+    double frac = (double)dropped / (double)n; /* sd of the fraction: sqrt(p (1-p) / n) = 0.0014 */
+    printf("    dropout p %.2f: dropped fraction %.4f\n", (double)p, frac);
+    EXPECT(fabs(frac - p) < 0.01, "dropout dropped %.4f of the elements, expected %.2f", frac, (double)p);
+    EXPECT(bad_scale == 0, "dropout: %zu kept elements not scaled by 1/(1-p)", bad_scale);
+    EXPECT(bad_mask == 0, "dropout: backward mask differs from forward's at %zu elements", bad_mask);
+
+    /* the mask is a pure function of (seed, stream): same again, different for another stream; in place */
+    float *again = copy(in, n), *other = zeros(n);
+    dropout_forward(again, again, n, p, 42, 7);
+    dropout_forward(other, in, n, p, 42, 8);
+    EXPECT(memcmp(again, out, n * sizeof(float)) == 0, "dropout is not reproducible (or fails in place)");
+    EXPECT(memcmp(other, out, n * sizeof(float)) != 0, "dropout: streams 7 and 8 gave the same mask");
+
+    /* p == 0: identity forward, plain accumulation backward */
+    float *g = rnd(n, 112, -1, 1), *acc = rnd(n, 113, -1, 1), *acc_want = copy(acc, n);
+    dropout_forward(out, in, n, 0, 42, 7);
+    EXPECT_CLOSE("dropout p=0 forward is a copy", out, in, n, 0);
+    dropout_backward(acc, g, n, 0, 42, 7);
+    for (size_t i = 0; i < n; i++) acc_want[i] += g[i];
+    EXPECT_CLOSE("dropout p=0 backward is +=", acc, acc_want, n, 0);
+    df_free(in), df_free(out), df_free(din), df_free(ones), df_free(again), df_free(other), df_free(g);
+    df_free(acc), df_free(acc_want);
+}
+
+/* ---- losses ---- */
+
+typedef struct {
+    int l1;
+    float *pred, *target;
+    size_t n;
+} loss_case;
+
+static double loss_eval(void *ctx) {
+    loss_case *c = ctx;
+    return 0.5 * (c->l1 ? l1_forward(c->pred, c->target, c->n) : mse_forward(c->pred, c->target, c->n));
+}
+
+TEST(losses_values_and_finite_differences) {
+    for (int l1 = 0; l1 < 2; l1++) {
+        size_t n = 37;
+        loss_case c = {.l1 = l1, .n = n, .pred = rnd(n, 121, -1, 1), .target = rnd(n, 122, -1, 1)};
+        for (size_t i = 0; i < n; i++) /* keep |pred - target| > FD step for l1's kink */
+            if (fabsf(c.pred[i] - c.target[i]) < 0.05f) c.pred[i] += 0.1f;
+        double want = 0;
+        for (size_t i = 0; i < n; i++) {
+            double d = (double)c.pred[i] - c.target[i];
+            want += l1 ? fabs(d) : d * d;
+        }
+        want /= (double)n;
+        double got = l1 ? l1_forward(c.pred, c.target, n) : mse_forward(c.pred, c.target, n);
+        printf("    %s forward %.9g want %.9g\n", l1 ? "l1" : "mse", got, want);
+        EXPECT(fabs(got - want) <= 1e-6 * want, "%s forward %.9g, want %.9g", l1 ? "l1" : "mse", got, want);
+        float *dpred = zeros(n);
+        if (l1)
+            l1_backward(dpred, c.pred, c.target, n, 0.5f);
+        else
+            mse_backward(dpred, c.pred, c.target, n, 0.5f);
+        EXPECT_GRAD(l1 ? "l1 d/dpred (scale 0.5)" : "mse d/dpred (scale 0.5)", c.pred, dpred, n, loss_eval, &c,
+                    FD_H, FD_RTOL, 1e-4, FD_CHECKS);
+        df_free(c.pred), df_free(c.target), df_free(dpred);
+    }
+    float a[3] = {1, 2, 3};
+    EXPECT(mse_forward(a, a, 3) == 0 && l1_forward(a, a, 3) == 0, "a loss of equal tensors must be 0");
+}
+
+/* ---- determinism ---- */
+
+/* Every output element is summed in the same order whatever the thread count: one thread and all threads
+ * give bitwise-identical gemm, conv2d (both paths) and attention results. */
+TEST(kernels_independent_of_thread_count) {
+    size_t M = 150, N = 170, K = 300;
+    float *A = rnd(M * K, 131, -1, 1), *Bm = rnd(K * N, 132, -1, 1), *C1 = zeros(M * N), *Cn = zeros(M * N);
+    const conv_cfg *cc[2] = {&conv_cfgs[8], &conv_cfgs[9]}; /* B = 1 (parallel gemm), B = 4 (by image) */
+    conv2d_dims d[2];
+    float *in[2], *w[2], *o1[2], *on[2], *dw1[2], *dwn[2], *dx1[2], *dxn[2];
+    for (int c = 0; c < 2; c++) {
+        d[c] = conv_dims(cc[c]);
+        size_t n_in = d[c].B * d[c].C_in * d[c].H * d[c].W, n_w = d[c].C_out * d[c].C_in * d[c].KH * d[c].KW;
+        size_t n_out = d[c].B * d[c].C_out * conv2d_out_h(&d[c]) * conv2d_out_w(&d[c]);
+        in[c] = rnd(n_in, 133, -1, 1), w[c] = rnd(n_w, 134, -1, 1), o1[c] = zeros(n_out), on[c] = zeros(n_out);
+        dw1[c] = zeros(n_w), dwn[c] = zeros(n_w), dx1[c] = zeros(n_in), dxn[c] = zeros(n_in);
+    }
+    size_t aB = 2, aC = 16, aT = 100, aH = 2, an = aB * aC * aT, ap = aB * aH * aT * aT;
+    float *q = rnd(an, 135, -2, 2), *k = rnd(an, 136, -2, 2), *v = rnd(an, 137, -1, 1);
+    float *ao1 = zeros(an), *aon = zeros(an), *p1 = zeros(ap), *pn = zeros(ap), *dq1 = zeros(an), *dqn = zeros(an);
+    int threads = df_threads();
+    for (int pass = 0; pass < 2; pass++) {
+        df_set_threads(pass == 0 ? 1 : threads);
+        gemm(0, 1, M, N, K, 1.0f, A, K, Bm, K, 0.0f, pass ? Cn : C1, N);
+        for (int c = 0; c < 2; c++) {
+            conv2d_forward(pass ? on[c] : o1[c], in[c], w[c], NULL, &d[c]);
+            conv2d_backward(pass ? dxn[c] : dx1[c], pass ? dwn[c] : dw1[c], NULL, o1[c], in[c], w[c], &d[c]);
+        }
+        attention_forward(pass ? aon : ao1, pass ? pn : p1, q, k, v, aB, aC, aT, aH);
+        attention_backward(pass ? dqn : dq1, NULL, NULL, v, q, k, v, p1, aB, aC, aT, aH);
+    }
+    printf("    %d threads against 1\n", df_threads());
+    EXPECT_CLOSE("gemm, threads vs 1", Cn, C1, M * N, 0);
+    for (int c = 0; c < 2; c++) {
+        size_t n_in = d[c].B * d[c].C_in * d[c].H * d[c].W, n_w = d[c].C_out * d[c].C_in * d[c].KH * d[c].KW;
+        size_t n_out = d[c].B * d[c].C_out * conv2d_out_h(&d[c]) * conv2d_out_w(&d[c]);
+        EXPECT_CLOSE(c ? "conv2d fwd B=4, threads vs 1" : "conv2d fwd B=1, threads vs 1", on[c], o1[c], n_out, 0);
+        EXPECT_CLOSE("conv2d dweight, threads vs 1", dwn[c], dw1[c], n_w, 0);
+        EXPECT_CLOSE("conv2d din, threads vs 1", dxn[c], dx1[c], n_in, 0);
+        df_free(in[c]), df_free(w[c]), df_free(o1[c]), df_free(on[c]);
+        df_free(dw1[c]), df_free(dwn[c]), df_free(dx1[c]), df_free(dxn[c]);
+    }
+    EXPECT_CLOSE("attention fwd, threads vs 1", aon, ao1, an, 0);
+    EXPECT_CLOSE("attention dq, threads vs 1", dqn, dq1, an, 0);
+    df_free(A), df_free(Bm), df_free(C1), df_free(Cn), df_free(q), df_free(k), df_free(v), df_free(ao1);
+    df_free(aon), df_free(p1), df_free(pn), df_free(dq1), df_free(dqn);
+}
