@@ -10,7 +10,7 @@ LDLIBS  += -fopenmp -lcjson -lz -lpng -ljpeg -lm
 BUILD   ?= build
 
 LIB_SRC  := $(sort $(wildcard src/base/*.c src/kernels/*.c src/nn/*.c src/diffusion/*.c src/data/*.c \
-                              src/io/*.c src/eval/*.c))
+                              src/io/*.c src/eval/*.c src/train/*.c))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c))
 TEST_SRC := $(sort $(wildcard tests/*.c))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)

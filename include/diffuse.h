@@ -73,6 +73,8 @@ int df_unet_save(const df_unet *m, const char *path);
 void df_unet_forward(df_unet *m, float *out, const float *x, const float *t, size_t B);
 /* Training: a forward pass that keeps what backward needs; returns the output (valid until the next call). */
 const float *df_unet_forward_train(df_unet *m, const float *x, const float *t, size_t B);
+/* Dropout masks of the next training pass come from (seed, step) (counter-based: backward regenerates them). */
+void df_unet_set_dropout(df_unet *m, uint64_t seed, uint64_t step);
 /* Backward of the last df_unet_forward_train; ACCUMULATES into the gradients (df_unet_grads). */
 void df_unet_backward(df_unet *m, const float *dout);
 /* The flat parameter and gradient arrays (df_unet_num_params floats each; grads allocated on first use). */

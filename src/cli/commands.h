@@ -4,5 +4,6 @@
 #define DF_COMMANDS_H
 
 int cmd_info(int argc, char **argv);
+int cmd_train(int argc, char **argv);
 
 #endif

@@ -11,6 +11,7 @@ static const struct {
     int (*fn)(int, char **);
     const char *about;
 } commands[] = {
+    {"train", cmd_train, "train a DDPM U-Net on images into a run folder (diffusers pipeline)"},
     {"info", cmd_info, "parameters, forward GFLOPs and memory of a preset, config or model folder"},
 };
 

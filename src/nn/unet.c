@@ -60,7 +60,7 @@ static int silu(builder *b, int x) { return b->g ? g_silu(b->g, x) : -1; }
 
 /* ResnetBlock2D: norm1, silu, conv1, + time_emb_proj(silu(temb)), norm2, silu, dropout, conv2, + shortcut,
  * / output_scale_factor. */
-static int resnet(builder *b, int x, const char *prefix, int cin, int cout, float scale) {
+static int resnet(builder *b, int x, const char *prefix, int cin, int cout, float scale, int dropout) {
     char n[DF_PARAM_NAME];
     const df_unet_config *c = &b->m->cfg;
 #define SUB(s) (snprintf(n, sizeof n, "%s.%s", prefix, s), n)
@@ -71,7 +71,7 @@ static int resnet(builder *b, int x, const char *prefix, int cin, int cout, floa
     if (b->g) h = g_add_channel(b->g, h, tp);
     h = groupnorm(b, h, SUB("norm2"), cout);
     h = silu(b, h);
-    if (b->g && b->train && c->dropout > 0) h = g_dropout(b->g, h, c->dropout);
+    if (b->g && b->train && dropout && c->dropout > 0) h = g_dropout(b->g, h, c->dropout);
     h = conv3(b, h, SUB("conv2"), cout, cout);
     int sc = cin != cout ? conv(b, x, SUB("conv_shortcut"), cin, cout, 1, 1, 0, 0, 0, 0) : x;
 #undef SUB
@@ -128,7 +128,7 @@ void df_unet_build(df_unet *m, df_graph *g, size_t batch, int train, int *x_in, 
         int out = boc[i];
         for (int j = 0; j < c->layers_per_block; j++) {
             snprintf(n, sizeof n, "down_blocks.%d.resnets.%d", i, j);
-            h = resnet(b, h, n, j == 0 ? ch : out, out, 1.0f);
+            h = resnet(b, h, n, j == 0 ? ch : out, out, 1.0f, 1);
             if (c->down_attn[i]) {
                 snprintf(n, sizeof n, "down_blocks.%d.attentions.%d", i, j);
                 h = attention(b, h, n, out, 1.0f);
@@ -146,9 +146,9 @@ void df_unet_build(df_unet *m, df_graph *g, size_t batch, int train, int *x_in, 
 
     /* ---- middle ---- */
     float ms = c->mid_block_scale_factor;
-    h = resnet(b, h, "mid_block.resnets.0", boc[L - 1], boc[L - 1], ms);
+    h = resnet(b, h, "mid_block.resnets.0", boc[L - 1], boc[L - 1], ms, 1);
     if (c->add_attention) h = attention(b, h, "mid_block.attentions.0", boc[L - 1], ms);
-    h = resnet(b, h, "mid_block.resnets.1", boc[L - 1], boc[L - 1], ms);
+    h = resnet(b, h, "mid_block.resnets.1", boc[L - 1], boc[L - 1], ms, 1);
 
     /* ---- up: layers_per_block + 1 resnets a level, each eating one skip from the end ---- */
     int out = boc[L - 1];
@@ -160,7 +160,8 @@ void df_unet_build(df_unet *m, df_graph *g, size_t batch, int train, int *x_in, 
             int rin = j == 0 ? prev : out;
             if (g) h = g_concat(g, h, skip);
             snprintf(n, sizeof n, "up_blocks.%d.resnets.%d", i, j);
-            h = resnet(b, h, n, rin + sch, out, 1.0f);
+            /* as diffusers' get_up_block, which does not pass dropout on to AttnUpBlock2D */
+            h = resnet(b, h, n, rin + sch, out, 1.0f, !c->up_attn[i]);
             if (c->up_attn[i]) {
                 snprintf(n, sizeof n, "up_blocks.%d.attentions.%d", i, j);
                 h = attention(b, h, n, out, 1.0f);
@@ -345,9 +346,14 @@ void df_unet_forward(df_unet *m, float *out, const float *x, const float *t, siz
 
 const float *df_unet_forward_train(df_unet *m, const float *x, const float *t, size_t B) {
     df_graph *g = graph_for(m, B, 1);
+    g->dropout_seed = m->dropout_seed, g->dropout_step = m->dropout_step;
     set_inputs(m, g, x, t);
     df_graph_forward(g);
     return g->t[g->output].data;
+}
+
+void df_unet_set_dropout(df_unet *m, uint64_t seed, uint64_t step) {
+    m->dropout_seed = seed, m->dropout_step = step;
 }
 
 void df_unet_backward(df_unet *m, const float *dout) {

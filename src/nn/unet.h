@@ -11,6 +11,7 @@ struct df_unet {
     df_params params;
     df_graph graph; /* the graph for the last (batch, train) asked for; rebuilt when they change */
     int have_graph, x_in, t_in;
+    uint64_t dropout_seed, dropout_step; /* copied into the training graph before each pass */
 };
 
 /* Builds the graph of m for a batch (train: keep activations for backward) into g; with g == NULL only
