@@ -301,3 +301,42 @@ TEST(unet_inference_plan_reuses_memory) {
     EXPECT(k.infer_bytes_per_image * 8 < k.train_bytes_per_image, "inference plan keeps too much");
     EXPECT(k.gflops_per_image > 0.01 && k.gflops_per_image < 10, "implausible FLOPs %g", k.gflops_per_image);
 }
+
+/* A diffusers folder (pipeline layout with unet/, and a bare UNet2DModel folder) loads, and `diffuse info`
+ * reads it; a folder with pickle weights gets an error that says how to convert them. */
+TEST(unet_load_folder) {
+    df_unet_config c;
+    EXPECT(df_unet_preset(&c, "tiny") == 0, "%s", df_errmsg());
+    df_unet *m = df_unet_create(&c);
+    df_unet_init_weights(m, 3);
+    const char *dir = df_test_tmpdir();
+    char path[600], cmd[1400];
+    for (int pipeline = 0; pipeline <= 1; pipeline++) {
+        char folder[512];
+        snprintf(folder, sizeof folder, "%s/model%d%s", dir, pipeline, pipeline ? "/unet" : "");
+        EXPECT(df_mkdirs(folder) == 0, "%s", df_errmsg());
+        snprintf(path, sizeof path, "%s/config.json", folder);
+        char *json = df_unet_config_json(&c);
+        write_text(path, json);
+        free(json);
+        snprintf(path, sizeof path, "%s/diffusion_pytorch_model.safetensors", folder);
+        EXPECT(df_unet_save(m, path) == 0, "%s", df_errmsg());
+        snprintf(folder, sizeof folder, "%s/model%d", dir, pipeline);
+        df_unet *m2 = df_unet_load_folder(folder);
+        EXPECT(m2 && memcmp(df_unet_weights(m2), df_unet_weights(m), df_unet_num_params(m) * 4) == 0,
+               "load folder %s: %s", folder, m2 ? "weights differ" : df_errmsg());
+        df_unet_destroy(m2);
+        snprintf(cmd, sizeof cmd, "./build/diffuse info --model %s | grep -q 'parameters   252545'", folder);
+        EXPECT(system(cmd) == 0, "%s", cmd);
+    }
+    snprintf(path, sizeof path, "%s/model1/unet/diffusion_pytorch_model.safetensors", dir);
+    char bin[600];
+    snprintf(bin, sizeof bin, "%s/model1/unet/diffusion_pytorch_model.bin", dir);
+    EXPECT(rename(path, bin) == 0, "rename");
+    snprintf(path, sizeof path, "%s/model1", dir);
+    EXPECT(df_unet_load_folder(path) == NULL && strstr(df_errmsg(), "safe_serialization=True"),
+           "pickle weights: got '%s'", df_errmsg());
+    EXPECT(df_unet_load_folder(dir) == NULL && strstr(df_errmsg(), "not a diffusers model folder"),
+           "empty folder: got '%s'", df_errmsg());
+    df_unet_destroy(m);
+}

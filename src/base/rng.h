@@ -23,6 +23,19 @@ void df_rng_normal(float *out, size_t n, uint64_t seed, uint64_t stream, uint64_
 float df_rng_uniform1(uint64_t seed, uint64_t stream, uint64_t index);
 uint64_t df_rng_u64(uint64_t seed, uint64_t stream, uint64_t index);
 
+/* Stream tags: the purpose of a stream, one table so that no two purposes ever share one. */
+enum {
+    DF_STREAM_INIT = 0x01,    /* weight initialisation (a = parameter index) */
+    DF_STREAM_DROPOUT = 0x0d, /* dropout masks (a = op index, b = training step) */
+    DF_STREAM_XT = 0x20,      /* sampler: initial noise x_T (a = sample index) */
+    DF_STREAM_STEP = 0x21,    /* sampler: per-step noise z (a = sample index, b = step) */
+    DF_STREAM_T = 0x30,       /* training: timesteps of step b */
+    DF_STREAM_EPS = 0x31,     /* training: noise of step b */
+    DF_STREAM_SHUFFLE = 0x40, /* data order of epoch a */
+    DF_STREAM_FLIP = 0x41,    /* flips of epoch a */
+    DF_STREAM_TEST = 0x7e,    /* tests */
+};
+
 /* A stream number from up to three small integers (a purpose tag, then e.g. sample index and step). */
 static inline uint64_t df_stream(uint32_t tag, uint32_t a, uint32_t b) {
     return ((uint64_t)tag << 56) ^ ((uint64_t)(a & 0xffffffu) << 32) ^ (uint64_t)b;

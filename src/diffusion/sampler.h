@@ -11,8 +11,6 @@
 
 #include "diffusion/schedule.h"
 
-#define DF_STREAM_XT 0x20    /* initial noise x_T */
-#define DF_STREAM_STEP 0x21  /* per-step noise z */
 
 /* out (B, D) = the network's raw output at x (B, D), timesteps t (B). */
 typedef void (*df_model_fn)(void *ctx, float *out, const float *x, const float *t, size_t B);

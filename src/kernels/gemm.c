@@ -11,14 +11,17 @@
  */
 #include "kernels.h"
 
+#include <stdlib.h>
+#include <string.h>
+
 #include "base/base.h"
 
 /* ---- blocking constants ---- */
 
 enum {
-    GEMM_MR = 4,   /* rows of the micro-kernel block */
-    GEMM_NR = 8,   /* columns of the micro-kernel block (contiguous in a packed B panel) */
-    GEMM_MC = 64,  /* rows of a C tile (multiple of MR); MC x KC of packed A stays in L2 */
+    GEMM_MR = 12,  /* rows of the micro-kernel block */
+    GEMM_NR = 16,  /* columns of the micro-kernel block (contiguous in a packed B panel) */
+    GEMM_MC = 96,  /* rows of a C tile (multiple of MR); MC x KC of packed A stays in L2 */
     GEMM_KC = 256, /* depth of one packed slice */
     GEMM_NC = 128, /* columns of a C tile (multiple of NR) */
 };
@@ -93,26 +96,117 @@ static void pack_b(float *dst, int transB, const float *B, size_t ldb, size_t p0
     }
 }
 
-/* ---- micro-kernel ---- */
+/* ---- micro-kernels ---- */
 
-/* The micro-kernel: acc (MR, NR) = sum over k < kc of a[k] (MR) outer b[k] (NR), from packed panels.
- * Then C (mr x nr, the valid part) = alpha * acc + beta * C, where beta == 0 never reads C. */
-static void micro_kernel(size_t kc, const float *restrict a, const float *restrict b, float alpha, float beta,
-                         float *restrict C, size_t ldc, size_t mr, size_t nr) {
-    /* acc (MR, NR) += a (kc, MR) outer b (kc, NR) */
-    float acc[GEMM_MR][GEMM_NR] = {{0}};
-    for (size_t k = 0; k < kc; k++) {
-#pragma GCC unroll 16
-        for (int i = 0; i < GEMM_MR; i++)
-#pragma GCC unroll 16
-            for (int j = 0; j < GEMM_NR; j++) acc[i][j] += a[k * GEMM_MR + i] * b[k * GEMM_NR + j];
+/* Contract of every micro-kernel: acc (MR, NR) = sum over k < kc of a[k] (MR) outer b[k] (NR), from packed
+ * panels (a: kc x MR, b: kc x NR, contiguous). acc is overwritten, never read. Three versions: portable C,
+ * AVX2+FMA (two 6 x 16 halves: 12 ymm accumulators each) and AVX-512 (12 zmm accumulators, b in one zmm, a
+ * broadcast from memory). The vector ones use FMA, so they differ from the C one by rounding only. */
+static void kernel_c(size_t kc, const float *restrict a, const float *restrict b, float *restrict acc) {
+    /* acc (MR, NR) = a^T b */
+    for (int x = 0; x < GEMM_MR * GEMM_NR; x++) acc[x] = 0;
+    for (size_t k = 0; k < kc; k++)
+        for (int i = 0; i < GEMM_MR; i++) {
+            float ai = a[k * GEMM_MR + i];
+            for (int j = 0; j < GEMM_NR; j++) acc[i * GEMM_NR + j] += ai * b[k * GEMM_NR + j];
+        }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+__attribute__((target("avx2,fma"))) static void kernel_avx2(size_t kc, const float *restrict a,
+                                                            const float *restrict b, float *restrict acc) {
+    /* acc (MR, NR) = a^T b, rows 0..5 then 6..11 */
+    for (int h = 0; h < GEMM_MR; h += 6) {
+        __m256 c[6][2];
+#pragma GCC unroll 6
+        for (int i = 0; i < 6; i++) c[i][0] = c[i][1] = _mm256_setzero_ps();
+        for (size_t k = 0; k < kc; k++) {
+            __m256 b0 = _mm256_loadu_ps(b + k * GEMM_NR), b1 = _mm256_loadu_ps(b + k * GEMM_NR + 8);
+            const float *ak = a + k * GEMM_MR + h;
+#pragma GCC unroll 6
+            for (int i = 0; i < 6; i++) {
+                __m256 ai = _mm256_broadcast_ss(ak + i);
+                c[i][0] = _mm256_fmadd_ps(ai, b0, c[i][0]);
+                c[i][1] = _mm256_fmadd_ps(ai, b1, c[i][1]);
+            }
+        }
+#pragma GCC unroll 6
+        for (int i = 0; i < 6; i++) {
+            _mm256_storeu_ps(acc + (h + i) * GEMM_NR, c[i][0]);
+            _mm256_storeu_ps(acc + (h + i) * GEMM_NR + 8, c[i][1]);
+        }
     }
+}
+
+__attribute__((target("avx512f"))) static void kernel_avx512(size_t kc, const float *restrict a,
+                                                             const float *restrict b, float *restrict acc) {
+    /* acc (MR, NR) = a^T b */
+    __m512 c[GEMM_MR];
+#pragma GCC unroll 12
+    for (int i = 0; i < GEMM_MR; i++) c[i] = _mm512_setzero_ps();
+    for (size_t k = 0; k < kc; k++) {
+        __m512 bk = _mm512_loadu_ps(b + k * GEMM_NR);
+        const float *ak = a + k * GEMM_MR;
+#pragma GCC unroll 12
+        for (int i = 0; i < GEMM_MR; i++) c[i] = _mm512_fmadd_ps(_mm512_set1_ps(ak[i]), bk, c[i]);
+    }
+#pragma GCC unroll 12
+    for (int i = 0; i < GEMM_MR; i++) _mm512_storeu_ps(acc + i * GEMM_NR, c[i]);
+}
+#endif
+
+typedef void (*kernel_fn)(size_t, const float *, const float *, float *);
+static kernel_fn micro = NULL;
+static const char *micro_name = "c";
+
+/* Picks the micro-kernel for this CPU once (or the one forced by gemm_force_isa / DIFFUSE_ISA). */
+static void pick_kernel(void) {
+    const char *env = getenv("DIFFUSE_ISA");
+    if (env && *env) gemm_force_isa(env);
+    if (micro) return;
+    micro = kernel_c, micro_name = "c";
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) micro = kernel_avx512, micro_name = "avx512";
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) micro = kernel_avx2, micro_name = "avx2";
+#endif
+}
+
+int gemm_force_isa(const char *isa) {
+    if (!strcmp(isa, "c")) {
+        micro = kernel_c, micro_name = "c";
+        return 0;
+    }
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (!strcmp(isa, "avx2") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        micro = kernel_avx2, micro_name = "avx2";
+        return 0;
+    }
+    if (!strcmp(isa, "avx512") && __builtin_cpu_supports("avx512f")) {
+        micro = kernel_avx512, micro_name = "avx512";
+        return 0;
+    }
+#endif
+    return -1;
+}
+
+const char *gemm_isa(void) {
+    if (!micro) pick_kernel();
+    return micro_name;
+}
+
+/* C (mr x nr, the valid part of one block) = alpha * acc + beta * C; beta == 0 never reads C. */
+static void write_block(const float *acc, float alpha, float beta, float *C, size_t ldc, size_t mr, size_t nr) {
     for (size_t i = 0; i < mr; i++) {
         float *c = C + i * ldc;
+        const float *r = acc + i * GEMM_NR;
         if (beta == 0)
-            for (size_t j = 0; j < nr; j++) c[j] = alpha * acc[i][j];
+            for (size_t j = 0; j < nr; j++) c[j] = alpha * r[j];
         else
-            for (size_t j = 0; j < nr; j++) c[j] = alpha * acc[i][j] + beta * c[j];
+            for (size_t j = 0; j < nr; j++) c[j] = alpha * r[j] + beta * c[j];
     }
 }
 
@@ -136,7 +230,9 @@ static void gemm_tile(int transA, int transB, size_t M, size_t N, size_t K, floa
             size_t nr = nc - c < GEMM_NR ? nc - c : GEMM_NR;
             for (size_t r = 0; r < mc; r += GEMM_MR) {
                 size_t mr = mc - r < GEMM_MR ? mc - r : GEMM_MR;
-                micro_kernel(kc, ap + r * kc, bp + c * kc, alpha, b_eff, C + (i0 + r) * ldc + j0 + c, ldc, mr, nr);
+                float acc[GEMM_MR * GEMM_NR] __attribute__((aligned(64)));
+                micro(kc, ap + r * kc, bp + c * kc, acc);
+                write_block(acc, alpha, b_eff, C + (i0 + r) * ldc + j0 + c, ldc, mr, nr);
             }
         }
     }
@@ -156,6 +252,7 @@ void gemm(int transA, int transB, size_t M, size_t N, size_t K, float alpha, con
             for (size_t j = 0; j < N; j++) C[i * ldc + j] = beta == 0 ? 0 : beta * C[i * ldc + j];
         return;
     }
+    if (!micro) pick_kernel();
     size_t tm = (M + GEMM_MC - 1) / GEMM_MC, tn = (N + GEMM_NC - 1) / GEMM_NC;
     ptrdiff_t tiles = (ptrdiff_t)(tm * tn);
     int parallel = tiles > 1 && (double)M * (double)N * (double)K > 32768.0 * 8;

@@ -23,6 +23,12 @@ void gemm(int transA, int transB, size_t M, size_t N, size_t K, float alpha, con
 void gemm_ref(int transA, int transB, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
               const float *B, size_t ldb, float beta, float *C, size_t ldc);
 
+/* The micro-kernel in use: "avx512", "avx2" or "c" (portable). It is picked for the CPU at the first gemm;
+ * gemm_force_isa (or the environment variable DIFFUSE_ISA) forces one, for tests and benchmarks; it returns
+ * -1 if this CPU cannot run it. */
+const char *gemm_isa(void);
+int gemm_force_isa(const char *isa);
+
 /* ---- 2-D convolution ---- */
 /* Any kernel size, any stride, asymmetric zero padding (top, bottom, left, right), optional bias.
  * H_out = (H + pad_t + pad_b - KH) / stride + 1, W_out likewise. */

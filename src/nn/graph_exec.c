@@ -6,7 +6,6 @@
 #include "kernels/kernels.h"
 #include "nn/graph.h"
 
-#define DF_STREAM_DROPOUT 0x0d
 
 static conv2d_dims conv_dims(const df_graph *g, const df_op *op) {
     const df_tensor *x = &g->t[op->in[0]];

@@ -219,8 +219,6 @@ static int ends_with(const char *s, const char *suffix) {
     return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
-#define DF_STREAM_INIT 0x01
-
 void df_unet_init_weights(df_unet *m, uint64_t seed) {
     df_params *ps = &m->params;
     for (size_t i = 0; i < ps->n; i++) {

@@ -22,8 +22,6 @@
 #include "io/safetensors.h"
 #include "kernels/kernels.h"
 
-#define DF_STREAM_T 0x30   /* timesteps of step k */
-#define DF_STREAM_EPS 0x31 /* noise of step k */
 #define DF_PREVIEW_SEED 20201219u
 
 static volatile sig_atomic_t interrupted;
