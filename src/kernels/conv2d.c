@@ -13,6 +13,7 @@
 
 #ifdef _OPENMP
 #include <omp.h>
+#include <string.h>
 #endif
 
 #define CONV_SLOT_COL 0
@@ -115,6 +116,15 @@ void conv2d_backward_ref(float *din, float *dweight, float *dbias, const float *
 
 /* ---- im2col / col2im ---- */
 
+/* The outputs x in [x0, x1) whose input column x * stride + j - pad lies inside [0, W). */
+static void valid_range(size_t *x0, size_t *x1, size_t j, size_t pad, size_t stride, size_t W, size_t Wo) {
+    size_t lo = j >= pad ? 0 : (pad - j + stride - 1) / stride; /* first x with x*s + j >= pad */
+    size_t hi = W + pad > j ? (W + pad - j + stride - 1) / stride : 0; /* first x with x*s + j >= W + pad */
+    *x0 = lo < Wo ? lo : Wo;
+    *x1 = hi < Wo ? hi : Wo;
+    if (*x1 < *x0) *x1 = *x0;
+}
+
 /* col[(c*KH + i)*KW + j][y*Wo + x] = in[c][y*s + i - pad_t][x*s + j - pad_l], or 0 in the padding.
  * in is one image (C_in, H, W). Rows are independent; large images split them over threads. */
 static void im2col(float *col, const float *in, const conv2d_dims *d, size_t Ho, size_t Wo) {
@@ -133,10 +143,15 @@ static void im2col(float *col, const float *in, const conv2d_dims *d, size_t Ho,
                 continue;
             }
             const float *srow = src + (size_t)iy * d->W;
-            for (size_t x = 0; x < Wo; x++) {
-                ptrdiff_t ix = (ptrdiff_t)(x * d->stride + j) - (ptrdiff_t)d->pad_l;
-                drow[x] = ix < 0 || ix >= (ptrdiff_t)d->W ? 0.0f : srow[ix];
+            size_t x0, x1; /* outputs [x0, x1) read inside the row; the rest is padding */
+            valid_range(&x0, &x1, j, d->pad_l, d->stride, d->W, Wo);
+            for (size_t x = 0; x < x0; x++) drow[x] = 0;
+            if (d->stride == 1) {
+                memcpy(drow + x0, srow + x0 + j - d->pad_l, (x1 - x0) * sizeof(float));
+            } else {
+                for (size_t x = x0; x < x1; x++) drow[x] = srow[x * d->stride + j - d->pad_l];
             }
+            for (size_t x = x1; x < Wo; x++) drow[x] = 0;
         }
     }
 }
@@ -155,11 +170,14 @@ static void col2im_add(float *din, const float *col, const conv2d_dims *d, size_
                 for (size_t y = 0; y < Ho; y++) {
                     ptrdiff_t iy = (ptrdiff_t)(y * d->stride + i) - (ptrdiff_t)d->pad_t;
                     if (iy < 0 || iy >= (ptrdiff_t)d->H) continue;
-                    for (size_t x = 0; x < Wo; x++) {
-                        ptrdiff_t ix = (ptrdiff_t)(x * d->stride + j) - (ptrdiff_t)d->pad_l;
-                        if (ix >= 0 && ix < (ptrdiff_t)d->W)
-                            dst[(size_t)iy * d->W + (size_t)ix] += src[y * Wo + x];
-                    }
+                    size_t x0, x1;
+                    valid_range(&x0, &x1, j, d->pad_l, d->stride, d->W, Wo);
+                    float *drow = dst + (size_t)iy * d->W + j - d->pad_l; /* drow[x * stride], x in [x0, x1) */
+                    const float *srow = src + y * Wo;
+                    if (d->stride == 1)
+                        for (size_t x = x0; x < x1; x++) drow[x] += srow[x];
+                    else
+                        for (size_t x = x0; x < x1; x++) drow[x * d->stride] += srow[x];
                 }
             }
 }

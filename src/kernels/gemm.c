@@ -56,20 +56,26 @@ void gemm_ref(int transA, int transB, size_t M, size_t N, size_t K, float alpha,
  * k, the MR values op(A)[i0 + r*MR + 0..MR-1][p0 + k] contiguously. Rows past mc are zero. */
 static void pack_a(float *dst, int transA, const float *A, size_t lda, size_t i0, size_t mc, size_t p0,
                    size_t kc) {
-    /* dst (ceil(mc/MR), kc, MR) */
+    /* dst (ceil(mc/MR), kc, MR); each source row (or column of A^T) is read contiguously */
     for (size_t r = 0; r < mc; r += GEMM_MR) {
         size_t mr = mc - r < GEMM_MR ? mc - r : GEMM_MR;
         float *d = dst + r * kc;
-        for (size_t k = 0; k < kc; k++) {
-            size_t i = 0;
-            if (transA) {
+        if (transA) {
+            for (size_t k = 0; k < kc; k++) {
                 const float *src = A + (p0 + k) * lda + i0 + r;
+                size_t i = 0;
                 for (; i < mr; i++) d[k * GEMM_MR + i] = src[i];
-            } else {
-                const float *src = A + (i0 + r) * lda + p0 + k;
-                for (; i < mr; i++) d[k * GEMM_MR + i] = src[i * lda];
+                for (; i < GEMM_MR; i++) d[k * GEMM_MR + i] = 0;
             }
-            for (; i < GEMM_MR; i++) d[k * GEMM_MR + i] = 0;
+        } else {
+            for (size_t i = 0; i < GEMM_MR; i++) {
+                if (i < mr) {
+                    const float *src = A + (i0 + r + i) * lda + p0;
+                    for (size_t k = 0; k < kc; k++) d[k * GEMM_MR + i] = src[k];
+                } else {
+                    for (size_t k = 0; k < kc; k++) d[k * GEMM_MR + i] = 0;
+                }
+            }
         }
     }
 }
@@ -78,20 +84,30 @@ static void pack_a(float *dst, int transA, const float *A, size_t lda, size_t i0
  * for each k, the NR values op(B)[p0 + k][j0 + c*NR + 0..NR-1] contiguously. Columns past nc are zero. */
 static void pack_b(float *dst, int transB, const float *B, size_t ldb, size_t p0, size_t kc, size_t j0,
                    size_t nc) {
-    /* dst (ceil(nc/NR), kc, NR) */
+    /* dst (ceil(nc/NR), kc, NR); each source row (or column of B^T) is read contiguously */
     for (size_t c = 0; c < nc; c += GEMM_NR) {
         size_t nr = nc - c < GEMM_NR ? nc - c : GEMM_NR;
         float *d = dst + c * kc;
-        for (size_t k = 0; k < kc; k++) {
-            size_t j = 0;
-            if (transB) {
-                const float *src = B + (j0 + c) * ldb + p0 + k;
-                for (; j < nr; j++) d[k * GEMM_NR + j] = src[j * ldb];
-            } else {
-                const float *src = B + (p0 + k) * ldb + j0 + c;
-                for (; j < nr; j++) d[k * GEMM_NR + j] = src[j];
+        if (transB) {
+            for (size_t j = 0; j < GEMM_NR; j++) {
+                if (j < nr) {
+                    const float *src = B + (j0 + c + j) * ldb + p0;
+                    for (size_t k = 0; k < kc; k++) d[k * GEMM_NR + j] = src[k];
+                } else {
+                    for (size_t k = 0; k < kc; k++) d[k * GEMM_NR + j] = 0;
+                }
             }
-            for (; j < GEMM_NR; j++) d[k * GEMM_NR + j] = 0;
+        } else {
+            for (size_t k = 0; k < kc; k++) {
+                const float *src = B + (p0 + k) * ldb + j0 + c;
+                size_t j = 0;
+                if (nr == GEMM_NR) {
+                    memcpy(d + k * GEMM_NR, src, GEMM_NR * sizeof(float));
+                    continue;
+                }
+                for (; j < nr; j++) d[k * GEMM_NR + j] = src[j];
+                for (; j < GEMM_NR; j++) d[k * GEMM_NR + j] = 0;
+            }
         }
     }
 }
@@ -212,26 +228,24 @@ static void write_block(const float *acc, float alpha, float beta, float *C, siz
 
 /* ---- driver ---- */
 
-/* One MC x NC tile of C at (i0, j0), all of K, packed through the calling thread's scratch. */
-static void gemm_tile(int transA, int transB, size_t M, size_t N, size_t K, float alpha, const float *A,
-                      size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc, size_t i0,
-                      size_t j0) {
+/* One MC x NC tile of C at (i0, j0), all of K. ap holds all of op(A) packed once (panels of MR rows over
+ * the full depth K); the tile's slices of op(B) are packed through the calling thread's scratch. */
+static void gemm_tile(int transB, size_t M, size_t N, size_t K, float alpha, const float *ap, const float *B,
+                      size_t ldb, float beta, float *C, size_t ldc, size_t i0, size_t j0) {
     /* C[i0:i0+mc, j0:j0+nc] = alpha * op(A)[i0:i0+mc, :] op(B)[:, j0:j0+nc] + beta * C[...] */
     size_t mc = M - i0 < GEMM_MC ? M - i0 : GEMM_MC;
     size_t nc = N - j0 < GEMM_NC ? N - j0 : GEMM_NC;
-    float *ap = df_scratch(GEMM_SLOT_A, (size_t)GEMM_MC * GEMM_KC);
     float *bp = df_scratch(GEMM_SLOT_B, (size_t)GEMM_KC * GEMM_NC);
     for (size_t p0 = 0; p0 < K; p0 += GEMM_KC) {
         size_t kc = K - p0 < GEMM_KC ? K - p0 : GEMM_KC;
         float b_eff = p0 == 0 ? beta : 1.0f; /* later slices accumulate onto the first */
-        pack_a(ap, transA, A, lda, i0, mc, p0, kc);
         pack_b(bp, transB, B, ldb, p0, kc, j0, nc);
         for (size_t c = 0; c < nc; c += GEMM_NR) {
             size_t nr = nc - c < GEMM_NR ? nc - c : GEMM_NR;
             for (size_t r = 0; r < mc; r += GEMM_MR) {
                 size_t mr = mc - r < GEMM_MR ? mc - r : GEMM_MR;
                 float acc[GEMM_MR * GEMM_NR] __attribute__((aligned(64)));
-                micro(kc, ap + r * kc, bp + c * kc, acc);
+                micro(kc, ap + (i0 + r) * K + p0 * GEMM_MR, bp + c * kc, acc);
                 write_block(acc, alpha, b_eff, C + (i0 + r) * ldc + j0 + c, ldc, mr, nr);
             }
         }
@@ -253,12 +267,19 @@ void gemm(int transA, int transB, size_t M, size_t N, size_t K, float alpha, con
         return;
     }
     if (!micro) pick_kernel();
-    size_t tm = (M + GEMM_MC - 1) / GEMM_MC, tn = (N + GEMM_NC - 1) / GEMM_NC;
+    size_t tm = (M + GEMM_MC - 1) / GEMM_MC, tn = (N + GEMM_NC - 1) / GEMM_NC, panels = (M + GEMM_MR - 1) / GEMM_MR;
     ptrdiff_t tiles = (ptrdiff_t)(tm * tn);
     int parallel = tiles > 1 && (double)M * (double)N * (double)K > 32768.0 * 8;
+    /* op(A) packed once for all tiles: panel q holds rows [q*MR, q*MR + MR) over the full depth K */
+    float *ap = df_scratch(GEMM_SLOT_A, panels * GEMM_MR * K);
+#pragma omp parallel for schedule(static) if (parallel && panels > 1)
+    for (ptrdiff_t q = 0; q < (ptrdiff_t)panels; q++) {
+        size_t r = (size_t)q * GEMM_MR;
+        pack_a(ap + r * K, transA, A, lda, r, M - r < GEMM_MR ? M - r : GEMM_MR, 0, K);
+    }
 #pragma omp parallel for schedule(dynamic, 1) if (parallel)
     for (ptrdiff_t t = 0; t < tiles; t++) {
         size_t i0 = ((size_t)t / tn) * GEMM_MC, j0 = ((size_t)t % tn) * GEMM_NC;
-        gemm_tile(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, i0, j0);
+        gemm_tile(transB, M, N, K, alpha, ap, B, ldb, beta, C, ldc, i0, j0);
     }
 }
