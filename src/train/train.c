@@ -251,11 +251,13 @@ int df_train(const df_train_opts *o, df_train_result *r) {
     df_unet_cost cost = df_unet_costs(&o->unet);
     double need = cost.train_bytes_per_image * B + 6.0 * P * 4 + (double)tr->data.n * D + 8.0 * B * D * 4;
     double avail = (double)available_bytes();
-    fprintf(stderr, "diffuse train: %s, %zu images of %dx%dx%d; model %.2fM parameters, %.3f GFLOP/image\n",
+    if (!o->quiet)
+        fprintf(stderr, "diffuse train: %s, %zu images of %dx%dx%d; model %.2fM parameters, %.3f GFLOP/image\n",
             tr->data.source, tr->data.n, o->unet.sample_size, o->unet.sample_size, o->unet.in_channels, P / 1e6,
             cost.gflops_per_image);
-    fprintf(stderr, "diffuse train: memory needed %.0f MB at batch %d (%.0f MB available)\n", need / 1e6, o->batch,
-            avail / 1e6);
+    if (!o->quiet)
+        fprintf(stderr, "diffuse train: memory needed %.0f MB at batch %d (%.0f MB available)\n", need / 1e6, o->batch,
+                avail / 1e6);
     if (avail > 0 && need > 0.9 * avail) {
         df_error("this run needs about %.0f MB but only %.0f MB are available: lower --batch (each image costs %.1f MB)",
                  need / 1e6, avail / 1e6, cost.train_bytes_per_image / 1e6);
@@ -282,7 +284,7 @@ int df_train(const df_train_opts *o, df_train_result *r) {
     if (df_mkdirs(o->out)) goto done;
     if (have_state) {
         if (load_state(tr, path)) goto done;
-        fprintf(stderr, "diffuse train: resumed %s at step %lld\n", o->out, (long long)tr->step);
+        if (!o->quiet) fprintf(stderr, "diffuse train: resumed %s at step %lld\n", o->out, (long long)tr->step);
     }
     snprintf(path, sizeof path, "%s/samples", o->out);
     if (o->sample_every > 0 && df_mkdirs(path)) goto done;
