@@ -132,8 +132,7 @@ float *df_scratch(int slot, size_t floats) {
 
 void df_set_threads(int n) {
 #ifdef _OPENMP
-    if (n <= 0) n = omp_get_num_procs();
-    omp_set_num_threads(n);
+    if (n > 0) omp_set_num_threads(n); /* 0: OpenMP's default (OMP_NUM_THREADS, else all cores) */
 #else
     (void)n;
 #endif

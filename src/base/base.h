@@ -48,7 +48,8 @@ double df_time(void);
  * to df_scratch with the same slot on the same thread. Kernels use it for im2col buffers and the like. */
 float *df_scratch(int slot, size_t floats);
 
-/* Number of threads the kernels use (OpenMP); df_set_threads(0) means all cores. */
+/* Number of threads the kernels use (OpenMP); df_set_threads(0) keeps OpenMP's default: OMP_NUM_THREADS if set,
+ * else all cores. */
 void df_set_threads(int n);
 int df_threads(void);
 

@@ -78,7 +78,7 @@ int cmd_train(int argc, char **argv) {
         {"steps", FL_INT, "0", "total optimizer steps (0: use --epochs)", &steps},
         {"epochs", FL_FLOAT, "0", "total epochs over the data, if --steps is 0", &epochs},
         {"seed", FL_INT, "0", "seed of everything random (weights, data order, noise)", &seed},
-        {"threads", FL_INT, "0", "threads (0: all cores)", &threads},
+        {"threads", FL_INT, "0", "threads (0: OMP_NUM_THREADS if set, else all cores)", &threads},
         {"save-every", FL_INT, "500", "checkpoint every N steps (and at the end)", &save_every},
         {"sample-every", FL_INT, "1000", "sample grid from the EMA weights every N steps (0: never)", &sample_every},
         {"n-samples", FL_INT, "16", "images in each sample grid", &n_samples},

@@ -12,6 +12,10 @@ static const struct {
     const char *about;
 } commands[] = {
     {"train", cmd_train, "train a DDPM U-Net on images into a run folder (diffusers pipeline)"},
+    {"sample", cmd_sample, "sample images with DDPM (1000 steps) or DDIM (10-50 steps)"},
+    {"encode", cmd_encode, "DDIM inversion: images to latents x_T (deterministic ODE)"},
+    {"decode", cmd_decode, "latents x_T back to images; with --reference, the reconstruction error"},
+    {"interpolate", cmd_interpolate, "decode spherical interpolations between two seeds' noises"},
     {"info", cmd_info, "parameters, forward GFLOPs and memory of a preset, config or model folder"},
 };
 

@@ -131,7 +131,9 @@ static int sample_grid(trainer *tr, const char *path, int n) {
     int S = 50 < tr->sched.T ? 50 : tr->sched.T, taus[50];
     df_timesteps_leading(taus, S, tr->sched.T, tr->sched.steps_offset);
     df_initial_noise(x, (size_t)n, D, DF_PREVIEW_SEED, 0);
-    df_ddim_sample(x, (size_t)n, D, &tr->sched, taus, S, 0.0, DF_PREVIEW_SEED, 0, ema_model_fn, tr->ema, NULL, NULL);
+    df_sampler sp = {.kind = DF_SAMPLER_DDIM, .eta = 0, .clip = tr->sched.clip_sample, .taus = taus, .S = S,
+                     .seed = DF_PREVIEW_SEED};
+    df_sample(x, (size_t)n, D, &tr->sched, &sp, 0, ema_model_fn, tr->ema);
     int rc = df_write_grid(path, x, (size_t)n, (size_t)c->in_channels, (size_t)c->sample_size,
                            (size_t)c->sample_size, 0);
     df_free(x);
