@@ -23,6 +23,11 @@ DEB_PKGS := gcc make libc6-dev zlib1g-dev libpng-dev libjpeg62-turbo-dev libcjso
 
 .PHONY: all test demo deps asan clean
 
+# The demo: a few minutes of fmnist-s training on Fashion-MNIST, then a 64-image DDIM grid and a denoising
+# trajectory. DEMO_STEPS=3000 trains longer (better images).
+DEMO_STEPS ?= 500
+DEMO_OUT ?= runs/demo
+
 all: $(BUILD)/diffuse $(BUILD)/libdiffuse.a
 
 $(BUILD)/%.o: %.c
@@ -41,6 +46,20 @@ $(BUILD)/test_diffuse: $(TEST_OBJ) $(BUILD)/libdiffuse.a
 
 test: deps $(BUILD)/test_diffuse $(BUILD)/diffuse
 	./$(BUILD)/test_diffuse $(T)
+
+demo: deps all
+	@echo "== diffuse demo: training fmnist-s on Fashion-MNIST for $(DEMO_STEPS) steps into $(DEMO_OUT) =="
+	@rm -rf $(DEMO_OUT)
+	./$(BUILD)/diffuse train --out $(DEMO_OUT) --preset fmnist-s --data fashion-mnist --steps $(DEMO_STEPS) \
+	    --batch 32 --lr 1e-3 --warmup 100 --save-every 250 --sample-every 250 --n-samples 16 --seed 0
+	./$(BUILD)/diffuse sample --model $(DEMO_OUT) --sampler ddim --steps 50 --n 64 --seed 0 \
+	    --out $(DEMO_OUT)/samples.png --trajectory $(DEMO_OUT)/trajectory.png --trajectory-n 6
+	@echo
+	@echo "== done =="
+	@echo "  64 samples (DDIM, 50 steps):       $(DEMO_OUT)/samples.png"
+	@echo "  denoising trajectory (6 samples):  $(DEMO_OUT)/trajectory.png"
+	@echo "  loss curve:                        $(DEMO_OUT)/loss.png  (numbers in $(DEMO_OUT)/metrics.csv)"
+	@echo "  the model, a diffusers DDPMPipeline folder: $(DEMO_OUT)  (in Python: DDPMPipeline.from_pretrained('$(DEMO_OUT)'))"
 
 asan:
 	$(MAKE) test BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined \

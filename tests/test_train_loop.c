@@ -13,6 +13,7 @@
 #include "io/safetensors.h"
 #include "test.h"
 #include "train/train.h"
+#include "diffuse.h"
 
 /* 48 images of 16x16x1: soft blobs at random places, as uint8 .npy. */
 static const char *make_data(void) {
@@ -230,4 +231,54 @@ TEST(train_cli_flag_errors) {
     struct stat st;
     snprintf(x, sizeof x, "%s/X", df_test_tmpdir());
     EXPECT(stat(x, &st) != 0, "a refused command must not create its --out folder");
+}
+
+/* A run folder is a diffusers pipeline folder: the PyTorch twin of UNet2DModel builds itself from
+ * RUN/unet/config.json, loads RUN/unet/diffusion_pytorch_model.safetensors strictly (every name and shape),
+ * and computes what diffuse computes; model_index.json and scheduler_config.json carry exactly the keys
+ * diffusers' DDPMPipeline and DDPMScheduler write. */
+TEST(train_run_folder_is_a_diffusers_folder) {
+    const char *data = make_data(), *dir = df_test_tmpdir();
+    char run[600], cmd[3000], in[700], outp[700];
+    snprintf(run, sizeof run, "%s/diffusers", dir);
+    df_train_opts o = tiny_opts(data, run, 2);
+    df_train_result r;
+    EXPECT(df_train(&o, &r) == 0, "%s", df_errmsg());
+    df_unet *m = df_unet_load_folder(run);
+    EXPECT(m != NULL, "%s", df_errmsg());
+    if (!m) return;
+    const size_t B = 2, D = 256;
+    float x[2 * 256], t[2] = {10, 900.5f}, g[2 * 256], y[2 * 256];
+    df_rng_normal(x, B * D, 3, 1, 0);
+    df_rng_normal(g, B * D, 3, 2, 0);
+    df_unet_forward(m, y, x, t, B);
+    int64_t xs[4] = {2, 1, 16, 16}, ts[1] = {2};
+    st_entry e[3] = {st_entry_f32("sample", x, 4, xs), st_entry_f32("timestep", t, 1, ts), st_entry_f32("grad_out", g, 4, xs)};
+    snprintf(in, sizeof in, "%s/diffusers-in.safetensors", dir);
+    snprintf(outp, sizeof outp, "%s/diffusers-out.safetensors", dir);
+    EXPECT(st_write(in, e, 3, NULL, 0) == 0, "%s", df_errmsg());
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 tests/ref/unet_twin.py %s/unet/config.json "
+             "%s/unet/diffusion_pytorch_model.safetensors %s %s", run, run, in, outp);
+    EXPECT(system(cmd) == 0, "the PyTorch UNet2DModel twin could not load the run folder: %s", cmd);
+    st_file f;
+    if (st_open(&f, outp) == 0) {
+        float want[2 * 256];
+        EXPECT(st_read_f32(&f, "output", want, 4, xs) == 0, "%s", df_errmsg());
+        EXPECT_CLOSE("run folder's U-Net in PyTorch vs diffuse", y, want, B * D, 1e-4);
+        st_close(&f);
+    }
+    snprintf(cmd, sizeof cmd,
+             "/usr/bin/python3 -c \"import json,sys; d='%s'; "
+             "s=json.load(open(d+'/scheduler/scheduler_config.json')); "
+             "want={'_class_name','_diffusers_version','beta_end','beta_schedule','beta_start','clip_sample',"
+             "'clip_sample_range','dynamic_thresholding_ratio','num_train_timesteps','prediction_type',"
+             "'rescale_betas_zero_snr','sample_max_value','steps_offset','thresholding','timestep_spacing',"
+             "'trained_betas','variance_type'}; "
+             "assert set(s)==want, set(s)^want; assert s['_class_name']=='DDPMScheduler'; "
+             "i=json.load(open(d+'/model_index.json')); "
+             "assert i['_class_name']=='DDPMPipeline' and i['unet']==['diffusers','UNet2DModel'] and "
+             "i['scheduler']==['diffusers','DDPMScheduler'], i\"",
+             run);
+    EXPECT(system(cmd) == 0, "scheduler_config.json / model_index.json differ from what diffusers writes");
+    df_unet_destroy(m);
 }
