@@ -30,9 +30,9 @@ int df_timesteps(int *taus, int cap, int S, int T, df_spacing sp, int steps_offs
         for (int t = 0; t < T; t += skip) asc[n++] = t;
     } break;
     case DF_SPACING_QUAD: {
-        double top = sqrt((double)T * 0.8);
+        double top = sqrt((double)T * 0.8), step = S > 1 ? top / (S - 1) : 0; /* as np.linspace computes it */
         for (int i = 0; i < S; i++) {
-            double v = S > 1 ? top * i / (S - 1) : 0;
+            double v = i == S - 1 && S > 1 ? top : i * step;
             asc[n++] = (int)(v * v);
         }
     } break;
@@ -43,7 +43,8 @@ int df_timesteps(int *taus, int cap, int S, int T, df_spacing sp, int steps_offs
     case DF_SPACING_TRAILING: { /* np.round(np.arange(T, 0, -T/S)) - 1, ascending */
         double ratio = (double)T / S;
         int m = (int)ceil((0.0 - T) / -ratio); /* the length numpy gives np.arange(T, 0, -ratio) */
-        for (int i = m - 1; i >= 0; i--) asc[n++] = (int)nearbyint(T - i * ratio) - 1;
+        double d = ((double)T - ratio) - (double)T; /* np.arange's element i is start + i * ((start + step) - start) */
+        for (int i = m - 1; i >= 0; i--) asc[n++] = (int)nearbyint((double)T + i * d) - 1;
     } break;
     case DF_SPACING_LINSPACE:
         for (int i = 0; i < S; i++) asc[n++] = (int)nearbyint(S > 1 ? (double)(T - 1) * i / (S - 1) : 0);
@@ -153,7 +154,7 @@ void df_sample(float *x, size_t B, size_t D, const df_schedule *s, const df_samp
         int ti = sp->taus[i], tp = i + 1 < sp->S ? sp->taus[i + 1] : -1;
         for (size_t b = 0; b < B; b++) t[b] = (float)ti;
         model(ctx, out, x, t, B);
-        if (noisy && tp >= 0)
+        if (noisy) /* every step draws its own noise (the last DDIM step has sigma > 0 without set_alpha_to_one) */
             for (size_t b = 0; b < B; b++)
                 df_rng_normal(z + b * D, D, sp->seed, df_stream(DF_STREAM_STEP, (uint32_t)(first_index + b), (uint32_t)i), 0);
         if (sp->kind == DF_SAMPLER_DDPM) {
