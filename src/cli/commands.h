@@ -9,5 +9,7 @@ int cmd_sample(int argc, char **argv);
 int cmd_encode(int argc, char **argv);
 int cmd_decode(int argc, char **argv);
 int cmd_interpolate(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_plot(int argc, char **argv);
 
 #endif

@@ -16,6 +16,8 @@ static const struct {
     {"encode", cmd_encode, "DDIM inversion: images to latents x_T (deterministic ODE)"},
     {"decode", cmd_decode, "latents x_T back to images; with --reference, the reconstruction error"},
     {"interpolate", cmd_interpolate, "decode spherical interpolations between two seeds' noises"},
+    {"plot", cmd_plot, "draw a run's loss curve (RUN/metrics.csv) as a PNG"},
+    {"bench", cmd_bench, "throughput of a model's forward or training step, and the GEMM peak"},
     {"info", cmd_info, "parameters, forward GFLOPs and memory of a preset, config or model folder"},
 };
 

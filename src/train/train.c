@@ -18,6 +18,7 @@
 #include "diffusion/sampler.h"
 #include "io/file.h"
 #include "io/image.h"
+#include "io/plot.h"
 #include "io/run.h"
 #include "io/safetensors.h"
 #include "kernels/kernels.h"
@@ -114,9 +115,17 @@ static int load_state(trainer *tr, const char *path) {
 
 /* ---- checkpoints, samples, metrics ---- */
 
-static int checkpoint(trainer *tr) {
-    if (df_run_save_pipeline(tr->o->out, tr->ema, &tr->sched)) return -1;
-    return save_state(tr);
+/* The EMA pipeline, the trainer state, and a fresh loss curve (RUN/loss.png) from metrics.csv. */
+static int checkpoint(trainer *tr, FILE *metrics) {
+    if (df_run_save_pipeline(tr->o->out, tr->ema, &tr->sched) || save_state(tr)) return -1;
+    char csv[4096], png[4096], title[256];
+    fflush(metrics);
+    snprintf(csv, sizeof csv, "%s/metrics.csv", tr->o->out);
+    snprintf(png, sizeof png, "%s/loss.png", tr->o->out);
+    snprintf(title, sizeof title, "training loss, step %lld", (long long)tr->step);
+    if (df_plot_metrics_csv(csv, png, title) && !tr->o->quiet) /* a picture is not worth stopping for */
+        fprintf(stderr, "diffuse train: warning: no loss curve: %s\n", df_errmsg());
+    return 0;
 }
 
 static void ema_model_fn(void *ctx, float *out, const float *x, const float *t, size_t B) {
@@ -346,7 +355,7 @@ int df_train(const df_train_opts *o, df_train_result *r) {
         }
         int last = tr->step == total;
         if ((o->save_every > 0 && tr->step % o->save_every == 0) || last || interrupted) {
-            if (checkpoint(tr)) {
+            if (checkpoint(tr, metrics)) {
                 rc = -1;
                 break;
             }
