@@ -25,13 +25,15 @@ static void print_config(const df_unet_config *c) {
 
 int cmd_info(int argc, char **argv) {
     const char *preset = NULL, *model = NULL, *config = NULL;
+    int json = 0;
     const df_flag flags[] = {
         {"preset", FL_STRING, NULL, "a preset: fmnist-s, fmnist-m, cifar10-ddpm, celeba64-ddim, tiny", &preset},
         {"model", FL_STRING, NULL, "a run folder or diffusers UNet2DModel / pipeline folder", &model},
         {"config", FL_STRING, NULL, "a diffusers UNet2DModel config.json", &config},
+        {"json", FL_BOOL, "0", "print the model's diffusers config.json instead", &json},
     };
     const char *pos[1];
-    int npos, rc = df_flags_parse(flags, 3, argc, argv,
+    int npos, rc = df_flags_parse(flags, 4, argc, argv,
                                   "usage: diffuse info (--preset NAME | --model FOLDER | --config FILE)", pos, 0, &npos);
     if (rc) return rc < 0 ? 1 : 0;
     if ((preset != NULL) + (model != NULL) + (config != NULL) != 1) {
@@ -54,6 +56,12 @@ int cmd_info(int argc, char **argv) {
         int bad = df_unet_config_parse(&c, (const char *)text, config);
         df_free(text);
         if (bad) goto fail;
+    }
+    if (json) {
+        char *text = df_unet_config_json(&c);
+        printf("%s\n", text);
+        free(text);
+        return 0;
     }
     df_unet_cost k = df_unet_costs(&c);
     printf("%s: UNet2DModel\n", what);

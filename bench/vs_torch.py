@@ -1,0 +1,84 @@
+#!/usr/bin/python3
+"""diffuse against PyTorch on this machine, side by side in one run: the same U-Net (diffuse's preset, built in
+torch by tests/ref/unet_twin.py from the config diffuse prints), the same batch and thread count, medians of
+REPS repetitions after a warm-up, each case in fresh processes (diffuse, then torch). Peak RSS of each process
+is read from the kernel (wait4). Prints the table of ratios.
+
+  /usr/bin/python3 bench/vs_torch.py [--threads 2] [--reps 5] [--quick]
+
+Run it on an otherwise idle machine: these are 2-core machines and anything else running distorts both sides.
+"""
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+DIFFUSE = os.path.join(ROOT, "build", "diffuse")
+
+
+def run(cmd, env=None):
+    """Runs cmd, returns (stdout, peak RSS in MB)."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    out = p.stdout.read().decode()
+    err = p.stderr.read().decode()
+    _, status, ru = os.wait4(p.pid, 0)
+    if status != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{out}\n{err}")
+    return out, ru.ru_maxrss / 1024.0
+
+
+def diffuse_case(preset, mode, batch, threads, reps):
+    cmd = [DIFFUSE, "bench", "--preset", preset, "--batch", str(batch), "--threads", str(threads), "--reps", str(reps)]
+    if mode == "train":
+        cmd.append("--train")
+    out, rss = run(cmd)
+    m = re.search(r"([\d.]+) images/s \(median ([\d.]+)\)", out)
+    return float(m.group(2)), rss
+
+
+def torch_case(config, mode, batch, threads, reps):
+    out, rss = run(["/usr/bin/python3", os.path.join(HERE, "torch_case.py"), config, mode, str(batch), str(threads),
+                    str(reps)])
+    m = re.search(r"images/s ([\d.]+) ([\d.]+)", out)
+    return float(m.group(2)), rss
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="only fmnist-m forward at batch 1 and 64")
+    a = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="diffuse-bench-")
+    configs = {}
+    for preset in ("fmnist-m", "cifar10-ddpm"):
+        path = os.path.join(tmp, preset + ".json")
+        out, _ = run([DIFFUSE, "info", "--preset", preset, "--json"])
+        open(path, "w").write(out)
+        configs[preset] = path
+    cases = [("fmnist-m", "train", 64), ("fmnist-m", "forward", 64), ("fmnist-m", "forward", 1),
+             ("cifar10-ddpm", "forward", 16)]
+    if a.quick:
+        cases = cases[1:3]
+    isa = re.search(r"(\w+) micro-kernel", run([DIFFUSE, "bench", "--preset", "tiny", "--batch", "1", "--reps", "1"])[0])
+    print(f"diffuse vs PyTorch {__import__('torch').__version__}, {a.threads} threads, median of {a.reps}, "
+          f"diffuse GEMM micro-kernel: {isa.group(1) if isa else '?'}")
+    print(f"{'case':34} {'diffuse img/s':>14} {'torch img/s':>12} {'ratio':>7} {'diffuse MB':>11} {'torch MB':>9}")
+    for preset, mode, batch in cases:
+        d, drss = diffuse_case(preset, mode, batch, a.threads, a.reps)
+        t, trss = torch_case(configs[preset], mode, batch, a.threads, a.reps)
+        name = f"{preset} {mode} batch {batch}"
+        print(f"{name:34} {d:14.2f} {t:12.2f} {d / t:6.2f}x {drss:11.0f} {trss:9.0f}", flush=True)
+    if not a.quick and a.threads > 1:
+        one, _ = diffuse_case("fmnist-m", "train", 64, 1, a.reps)
+        many, _ = diffuse_case("fmnist-m", "train", 64, a.threads, a.reps)
+        print(f"diffuse fmnist-m training, 1 -> {a.threads} threads: {one:.2f} -> {many:.2f} images/s "
+              f"({many / one:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
