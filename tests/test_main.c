@@ -106,6 +106,12 @@ void df_test_fill(float *x, size_t n, unsigned seed, float lo, float hi) {
     for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * x[i];
 }
 
+void df_test_write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    if (!f || fputs(text, f) < 0) df_test_fail(__FILE__, __LINE__, "cannot write %s", path);
+    if (f) fclose(f);
+}
+
 const char *df_test_tmpdir(void) {
     if (!tmpdir[0]) {
         snprintf(tmpdir, sizeof tmpdir, "/tmp/diffuse-test-XXXXXX");

@@ -43,14 +43,6 @@ static size_t count_rgb(const uint8_t *px, size_t w, size_t h, const unsigned ch
     return n;
 }
 
-static void write_text(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    EXPECT(f != NULL, "cannot create %s", path);
-    if (!f) return;
-    fputs(text, f);
-    fclose(f);
-}
-
 /* ---- charts ---- */
 
 TEST(plot_two_series_with_gap) {
@@ -140,7 +132,7 @@ TEST(plot_metrics_csv) {
     df_free(px);
 
     /* columns in another order, found by name */
-    write_text(csv, "loss,step\n0.5,1\n0.25,2\n0.2,3\n");
+    df_test_write_text(csv, "loss,step\n0.5,1\n0.25,2\n0.2,3\n");
     EXPECT(df_plot_metrics_csv(csv, png, NULL) == 0, "reordered columns: %s", df_errmsg());
 }
 
@@ -152,15 +144,15 @@ TEST(plot_refuses_bad_input) {
            "a missing CSV must be refused, naming it: %s", df_errmsg());
 
     snprintf(csv, sizeof csv, "%s/empty.csv", df_test_tmpdir());
-    write_text(csv, "");
+    df_test_write_text(csv, "");
     EXPECT(df_plot_metrics_csv(csv, png, "t") == -1, "an empty CSV must be refused");
-    write_text(csv, "step,loss,lr,grad_norm,images_per_s\n");
+    df_test_write_text(csv, "step,loss,lr,grad_norm,images_per_s\n");
     EXPECT(df_plot_metrics_csv(csv, png, "t") == -1 && strstr(df_errmsg(), "no rows"),
            "a header-only CSV must be refused: %s", df_errmsg());
-    write_text(csv, "step,lr\n1,0.1\n");
+    df_test_write_text(csv, "step,lr\n1,0.1\n");
     EXPECT(df_plot_metrics_csv(csv, png, "t") == -1 && strstr(df_errmsg(), "loss"),
            "a CSV without a loss column must be refused: %s", df_errmsg());
-    write_text(csv, "step,loss\n1,0.5\n2,zero\n3,0.4\n");
+    df_test_write_text(csv, "step,loss\n1,0.5\n2,zero\n3,0.4\n");
     EXPECT(df_plot_metrics_csv(csv, png, "t") == -1 && strstr(df_errmsg(), "line 3"),
            "a malformed row must be refused, naming its line: %s", df_errmsg());
 

@@ -17,12 +17,6 @@
 #include "test.h"
 #include "train/train.h"
 
-static void write_text(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    EXPECT(f != NULL, "cannot write %s", path);
-    if (f) fputs(text, f), fclose(f);
-}
-
 /* Two steps of C training and of the PyTorch twin from the same weights, batches, timesteps and noise:
  * the losses, gradient norms and final weights must agree to 1e-5. */
 static void compare_steps(const char *tag, const char *prediction, int l1, int adamw, double wd) {
@@ -45,7 +39,7 @@ static void compare_steps(const char *tag, const char *prediction, int l1, int a
         df_free(z);
     }
     char *json = df_unet_config_json(&c);
-    write_text(cfg, json);
+    df_test_write_text(cfg, json);
     free(json);
     EXPECT(df_unet_save(m, wpath) == 0, "%s", df_errmsg());
     size_t P = df_unet_num_params(m);

@@ -16,14 +16,6 @@
 
 #define TWIN "tests/ref/unet_twin.py"
 
-static void write_text(const char *path, const char *text) {
-    FILE *f = fopen(path, "w");
-    EXPECT(f != NULL, "cannot write %s", path);
-    if (!f) return;
-    fputs(text, f);
-    fclose(f);
-}
-
 /* Perturbs every parameter a little so that group-norm scales and shifts are not exactly 1 and 0 (a test
  * that swapped gamma and beta would otherwise pass). */
 static void perturb(df_unet *m, uint64_t seed) {
@@ -66,7 +58,7 @@ static void compare_with_torch(const df_unet_config *c, size_t B, int old_names,
     df_unet_init_weights(m, 1234);
     perturb(m, 5);
     char *json = df_unet_config_json(c);
-    write_text(cfg_path, json);
+    df_test_write_text(cfg_path, json);
     free(json);
     EXPECT(save_weights(m, w_path, old_names) == 0, "save: %s", df_errmsg());
 
@@ -202,7 +194,7 @@ TEST(unet_parameter_counts) {
         char path[512], cmd[700];
         snprintf(path, sizeof path, "%s/%s.json", df_test_tmpdir(), df_preset_names[i]);
         char *json = df_unet_config_json(&c);
-        write_text(path, json);
+        df_test_write_text(path, json);
         free(json);
         snprintf(cmd, sizeof cmd, "/usr/bin/python3 " TWIN " %s --print-params", path);
         FILE *p = popen(cmd, "r");
@@ -317,7 +309,7 @@ TEST(unet_load_folder) {
         EXPECT(df_mkdirs(folder) == 0, "%s", df_errmsg());
         snprintf(path, sizeof path, "%s/config.json", folder);
         char *json = df_unet_config_json(&c);
-        write_text(path, json);
+        df_test_write_text(path, json);
         free(json);
         snprintf(path, sizeof path, "%s/diffusion_pytorch_model.safetensors", folder);
         EXPECT(df_unet_save(m, path) == 0, "%s", df_errmsg());

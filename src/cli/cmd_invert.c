@@ -44,9 +44,10 @@ static int *sequence(const cli_model *m, int steps, const char *spacing, int *S,
     return taus;
 }
 
-/* Deterministic DDIM decoding of N latents in batches. */
-static void decode_all(float *x, size_t N, const cli_model *m, const int *taus, int S, int clip, int batch,
-                       const char *label) {
+/* Runs N images through the model in batches with a progress bar: deterministic DDIM decoding, or (invert)
+ * DDIM inversion. */
+static void ode_all(float *x, size_t N, const cli_model *m, const int *taus, int S, int clip, int batch, int invert,
+                    const char *label) {
     cli_steps_progress prog;
     size_t nb = (N + (size_t)batch - 1) / (size_t)batch;
     cli_progress_start(&prog, label, (uint64_t)nb * (uint64_t)S, (double)(N < (size_t)batch ? N : (size_t)batch) / S);
@@ -54,7 +55,10 @@ static void decode_all(float *x, size_t N, const cli_model *m, const int *taus, 
                     .on_step = cli_progress_step, .step_ctx = &prog};
     for (size_t b0 = 0; b0 < N; b0 += (size_t)batch) {
         size_t B = N - b0 < (size_t)batch ? N - b0 : (size_t)batch;
-        df_sample(x + b0 * m->D, B, m->D, &m->sched, &s, b0, cli_unet_fn, m->unet);
+        if (invert)
+            df_ddim_invert(x + b0 * m->D, B, m->D, &m->sched, taus, S, cli_unet_fn, m->unet, cli_progress_step, &prog);
+        else
+            df_sample(x + b0 * m->D, B, m->D, &m->sched, &s, b0, cli_unet_fn, m->unet);
     }
     cli_progress_end(&prog);
 }
@@ -95,14 +99,7 @@ int cmd_encode(int argc, char **argv) {
         cli_free_model(&m);
         return 1;
     }
-    cli_steps_progress prog;
-    size_t nb = (N + (size_t)batch - 1) / (size_t)batch;
-    cli_progress_start(&prog, "encode", (uint64_t)nb * (uint64_t)S, (double)(N < (size_t)batch ? N : (size_t)batch) / S);
-    for (size_t b0 = 0; b0 < N; b0 += (size_t)batch) {
-        size_t B = N - b0 < (size_t)batch ? N - b0 : (size_t)batch;
-        df_ddim_invert(x + b0 * m.D, B, m.D, &m.sched, taus, S, cli_unet_fn, m.unet, cli_progress_step, &prog);
-    }
-    cli_progress_end(&prog);
+    ode_all(x, N, &m, taus, S, 0, batch, 1, "encode");
     size_t shape[4] = {N, m.C, m.H, m.W};
     if (df_npy_write_f32(out, x, 4, shape)) {
         fprintf(stderr, "diffuse encode: %s\n", df_errmsg());
@@ -165,7 +162,7 @@ int cmd_decode(int argc, char **argv) {
     if (!rc) {
         x = df_malloc(N * m.D * sizeof(float));
         memcpy(x, z.data, N * m.D * sizeof(float));
-        decode_all(x, N, &m, taus, S, do_clip, batch, "decode");
+        ode_all(x, N, &m, taus, S, do_clip, batch, 0, "decode");
         if (df_write_images(out, x, N, m.C, m.H, m.W, 0)) rc = BAD("decode", "%s", df_errmsg());
         else printf("decoded %zu latents with %d DDIM steps: %s\n", N, S, out);
     }
@@ -224,7 +221,7 @@ int cmd_interpolate(int argc, char **argv) {
         df_initial_noise(za, 1, D, (uint64_t)seed_a, 0);
         df_initial_noise(zb, 1, D, (uint64_t)seed_b, 0);
         for (size_t k = 0; k < N; k++) df_slerp(x + k * D, za, zb, D, (double)k / (double)(N - 1));
-        decode_all(x, N, &m, taus, S, do_clip, batch, "interpolate");
+        ode_all(x, N, &m, taus, S, do_clip, batch, 0, "interpolate");
         if (df_write_images(out, x, N, m.C, m.H, m.W, N)) rc = BAD("interpolate", "%s", df_errmsg());
         else printf("%d frames from seed %d to seed %d (DDIM, %d steps): %s\n", frames, seed_a, seed_b, S, out);
         df_free(za), df_free(zb), df_free(x);
