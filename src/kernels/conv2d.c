@@ -18,6 +18,8 @@
 
 #define CONV_SLOT_COL 0
 #define CONV_SLOT_DCOL 1
+#define CONV_SLOT_WPACK 1   /* forward: the packed weights */
+#define CONV_SLOT_WTPACK 4  /* backward: the packed transposed weights (gemm itself uses slots 2 and 3) */
 
 /* ---- shapes ---- */
 
@@ -189,8 +191,9 @@ static int conv_is_pointwise(const conv2d_dims *d) {
 
 /* ---- forward ---- */
 
-/* One image: out_b (C_out, Ho*Wo) = weight (C_out, K) col (K, Ho*Wo) + bias, K = C_in*KH*KW. */
-static void conv_forward_image(float *out, const float *in, const float *weight, const float *bias,
+/* One image: out_b (C_out, Ho*Wo) = weight (C_out, K) col (K, Ho*Wo) + bias, K = C_in*KH*KW; the weights come
+ * packed (gemm_pack_a) once for the whole batch. */
+static void conv_forward_image(float *out, const float *in, const float *wpacked, const float *bias,
                                const conv2d_dims *d, size_t Ho, size_t Wo) {
     /* out (C_out, Ho*Wo) <- in (C_in, H, W) */
     size_t K = d->C_in * d->KH * d->KW, P = Ho * Wo;
@@ -206,26 +209,30 @@ static void conv_forward_image(float *out, const float *in, const float *weight,
             for (size_t p = 0; p < P; p++) out[o * P + p] = bias[o];
         beta = 1;
     }
-    gemm(0, 0, d->C_out, P, K, 1.0f, weight, K, col, P, beta, out, P);
+    gemm_plain_b_ctx b = {0, col, P};
+    gemm_prepacked(d->C_out, P, K, 1.0f, wpacked, gemm_plain_b, &b, beta, out, P);
 }
 
-/* conv2d_forward: same result as conv2d_forward_ref. With at least as many images as threads, each thread
- * convolves whole images (its own im2col scratch, serial gemm); otherwise images go one at a time through
- * the parallel gemm. Either way every output is summed in the same order. Overwrites out. */
+/* conv2d_forward: same result as conv2d_forward_ref. The weights are packed once; with at least as many
+ * images as threads, each thread convolves whole images (its own im2col scratch, serial gemm); otherwise
+ * images go one at a time through the parallel gemm. Either way every output is summed in the same order.
+ * Overwrites out. */
 void conv2d_forward(float *out, const float *in, const float *weight, const float *bias, const conv2d_dims *d) {
     /* out (B, C_out, Ho, Wo) = conv(in (B, C_in, H, W), weight (C_out, C_in, KH, KW)) + bias (C_out) */
-    size_t Ho = conv2d_out_h(d), Wo = conv2d_out_w(d);
+    size_t Ho = conv2d_out_h(d), Wo = conv2d_out_w(d), K = d->C_in * d->KH * d->KW;
     size_t in_sz = d->C_in * d->H * d->W, out_sz = d->C_out * Ho * Wo;
     ptrdiff_t B = (ptrdiff_t)d->B;
     int threads = 1;
 #ifdef _OPENMP
     threads = omp_in_parallel() ? 1 : omp_get_max_threads();
 #endif
-    double macs = (double)d->B * (double)out_sz * (double)(d->C_in * d->KH * d->KW);
+    double macs = (double)d->B * (double)out_sz * (double)K;
     int by_image = threads > 1 && B >= threads && macs > (double)(1 << 18); /* tiny ones stay serial */
+    float *wp = df_scratch(CONV_SLOT_WPACK, gemm_packed_a_size(d->C_out, K));
+    gemm_pack_a(wp, 0, weight, K, d->C_out, K, 0);
 #pragma omp parallel for schedule(dynamic, 1) if (by_image)
     for (ptrdiff_t b = 0; b < B; b++)
-        conv_forward_image(out + (size_t)b * out_sz, in + (size_t)b * in_sz, weight, bias, d, Ho, Wo);
+        conv_forward_image(out + (size_t)b * out_sz, in + (size_t)b * in_sz, wp, bias, d, Ho, Wo);
 }
 
 /* ---- backward ---- */
@@ -252,8 +259,15 @@ void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout
             dbias[o] += (float)acc;
         }
     }
+    /* weight^T (K, C_out), packed once for the input gradients of every image */
+    float *wtp = NULL;
+    if (din) {
+        wtp = df_scratch(CONV_SLOT_WTPACK, gemm_packed_a_size(K, d->C_out));
+        gemm_pack_a(wtp, 1, weight, K, K, d->C_out, 1);
+    }
     for (size_t b = 0; b < d->B; b++) {
         const float *g = dout + b * out_sz, *x = in + b * in_sz;
+        gemm_plain_b_ctx gb = {0, g, P};
         if (dweight) { /* dweight (C_out, K) += dout_b (C_out, P) col^T (P, K) */
             const float *col = x;
             if (!pointwise) {
@@ -265,10 +279,10 @@ void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout
         }
         if (din) { /* dcol (K, P) = weight^T (K, C_out) dout_b (C_out, P), then din_b += col2im(dcol) */
             if (pointwise) {
-                gemm(1, 0, K, P, d->C_out, 1.0f, weight, K, g, P, 1.0f, din + b * in_sz, P);
+                gemm_prepacked(K, P, d->C_out, 1.0f, wtp, gemm_plain_b, &gb, 1.0f, din + b * in_sz, P);
             } else {
                 float *dcol = df_scratch(CONV_SLOT_DCOL, K * P);
-                gemm(1, 0, K, P, d->C_out, 1.0f, weight, K, g, P, 0.0f, dcol, P);
+                gemm_prepacked(K, P, d->C_out, 1.0f, wtp, gemm_plain_b, &gb, 0.0f, dcol, P);
                 col2im_add(din + b * in_sz, dcol, d, Ho, Wo);
             }
         }

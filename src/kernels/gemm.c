@@ -20,7 +20,7 @@
 
 enum {
     GEMM_MR = 12,  /* rows of the micro-kernel block */
-    GEMM_NR = 16,  /* columns of the micro-kernel block (contiguous in a packed B panel) */
+    GEMM_NR = GEMM_NR_PUBLIC, /* columns of the micro-kernel block (contiguous in a packed B panel) */
     GEMM_MC = 96,  /* rows of a C tile (multiple of MR); MC x KC of packed A stays in L2 */
     GEMM_KC = 256, /* depth of one packed slice */
     GEMM_NC = 128, /* columns of a C tile (multiple of NR) */
@@ -214,15 +214,25 @@ const char *gemm_isa(void) {
     return micro_name;
 }
 
-/* C (mr x nr, the valid part of one block) = alpha * acc + beta * C; beta == 0 never reads C. */
-static void write_block(const float *acc, float alpha, float beta, float *C, size_t ldc, size_t mr, size_t nr) {
+/* C (mr x nr, the valid part of one block) = alpha * acc + beta * C; beta == 0 never reads C. Full rows
+ * (nr == NR) go through fixed-length loops that the compiler vectorises. */
+static void write_block(const float *restrict acc, float alpha, float beta, float *restrict C, size_t ldc, size_t mr,
+                        size_t nr) {
     for (size_t i = 0; i < mr; i++) {
-        float *c = C + i * ldc;
-        const float *r = acc + i * GEMM_NR;
-        if (beta == 0)
+        float *restrict c = C + i * ldc;
+        const float *restrict r = acc + i * GEMM_NR;
+        if (nr == GEMM_NR) {
+            if (beta == 0)
+                for (int j = 0; j < GEMM_NR; j++) c[j] = alpha * r[j];
+            else if (alpha == 1 && beta == 1)
+                for (int j = 0; j < GEMM_NR; j++) c[j] += r[j];
+            else
+                for (int j = 0; j < GEMM_NR; j++) c[j] = alpha * r[j] + beta * c[j];
+        } else if (beta == 0) {
             for (size_t j = 0; j < nr; j++) c[j] = alpha * r[j];
-        else
+        } else {
             for (size_t j = 0; j < nr; j++) c[j] = alpha * r[j] + beta * c[j];
+        }
     }
 }
 
@@ -230,8 +240,16 @@ static void write_block(const float *acc, float alpha, float beta, float *C, siz
 
 /* One MC x NC tile of C at (i0, j0), all of K. ap holds all of op(A) packed once (panels of MR rows over
  * the full depth K); the tile's slices of op(B) are packed through the calling thread's scratch. */
-static void gemm_tile(int transB, size_t M, size_t N, size_t K, float alpha, const float *ap, const float *B,
-                      size_t ldb, float beta, float *C, size_t ldc, size_t i0, size_t j0) {
+/* The default B packer: a plain row-major matrix (transposed or not), gemm_plain_b_ctx in kernels.h. */
+typedef gemm_plain_b_ctx plain_b;
+
+static void pack_plain_b(float *dst, size_t p0, size_t kc, size_t j0, size_t nc, const void *ctx) {
+    const plain_b *pb = ctx;
+    pack_b(dst, pb->transB, pb->B, pb->ldb, p0, kc, j0, nc);
+}
+
+static void gemm_tile(size_t M, size_t N, size_t K, float alpha, const float *ap, gemm_pack_b_fn packb,
+                      const void *pctx, float beta, float *C, size_t ldc, size_t i0, size_t j0) {
     /* C[i0:i0+mc, j0:j0+nc] = alpha * op(A)[i0:i0+mc, :] op(B)[:, j0:j0+nc] + beta * C[...] */
     size_t mc = M - i0 < GEMM_MC ? M - i0 : GEMM_MC;
     size_t nc = N - j0 < GEMM_NC ? N - j0 : GEMM_NC;
@@ -239,7 +257,7 @@ static void gemm_tile(int transB, size_t M, size_t N, size_t K, float alpha, con
     for (size_t p0 = 0; p0 < K; p0 += GEMM_KC) {
         size_t kc = K - p0 < GEMM_KC ? K - p0 : GEMM_KC;
         float b_eff = p0 == 0 ? beta : 1.0f; /* later slices accumulate onto the first */
-        pack_b(bp, transB, B, ldb, p0, kc, j0, nc);
+        packb(bp, p0, kc, j0, nc, pctx);
         for (size_t c = 0; c < nc; c += GEMM_NR) {
             size_t nr = nc - c < GEMM_NR ? nc - c : GEMM_NR;
             for (size_t r = 0; r < mc; r += GEMM_MR) {
@@ -260,6 +278,13 @@ void gemm(int transA, int transB, size_t M, size_t N, size_t K, float alpha, con
     DF_CHECK(lda >= (transA ? M : K) && ldb >= (transB ? K : N) && ldc >= N,
              "gemm: leading dimensions too small (lda %zu, ldb %zu, ldc %zu for M %zu N %zu K %zu)", lda, ldb, ldc,
              M, N, K);
+    plain_b pb = {transB, B, ldb};
+    gemm_packed_b(transA, M, N, K, alpha, A, lda, pack_plain_b, &pb, beta, C, ldc);
+}
+
+void gemm_packed_b(int transA, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
+                   gemm_pack_b_fn packb, const void *pctx, float beta, float *C, size_t ldc) {
+    /* C (M, N) = alpha * op(A) (M, K) B (K, N) + beta * C, B delivered in panels by packb */
     if (M == 0 || N == 0) return;
     if (K == 0 || alpha == 0) { /* nothing to multiply: C = beta * C */
         for (size_t i = 0; i < M; i++)
@@ -267,19 +292,40 @@ void gemm(int transA, int transB, size_t M, size_t N, size_t K, float alpha, con
         return;
     }
     if (!micro) pick_kernel();
-    size_t tm = (M + GEMM_MC - 1) / GEMM_MC, tn = (N + GEMM_NC - 1) / GEMM_NC, panels = (M + GEMM_MR - 1) / GEMM_MR;
-    ptrdiff_t tiles = (ptrdiff_t)(tm * tn);
-    int parallel = tiles > 1 && (double)M * (double)N * (double)K > 32768.0 * 8;
-    /* op(A) packed once for all tiles: panel q holds rows [q*MR, q*MR + MR) over the full depth K */
+    size_t panels = (M + GEMM_MR - 1) / GEMM_MR;
+    int parallel = (double)M * (double)N * (double)K > 32768.0 * 8;
     float *ap = df_scratch(GEMM_SLOT_A, panels * GEMM_MR * K);
+    gemm_pack_a(ap, transA, A, lda, M, K, parallel);
+    gemm_prepacked(M, N, K, alpha, ap, packb, pctx, beta, C, ldc);
+}
+
+size_t gemm_packed_a_size(size_t M, size_t K) { return (M + GEMM_MR - 1) / GEMM_MR * GEMM_MR * K; }
+
+void gemm_pack_a(float *ap, int transA, const float *A, size_t lda, size_t M, size_t K, int parallel) {
+    /* ap (ceil(M/MR), K, MR): panel q holds rows [q*MR, q*MR + MR) of op(A) over the full depth K */
+    ptrdiff_t panels = (ptrdiff_t)((M + GEMM_MR - 1) / GEMM_MR);
 #pragma omp parallel for schedule(static) if (parallel && panels > 1)
-    for (ptrdiff_t q = 0; q < (ptrdiff_t)panels; q++) {
+    for (ptrdiff_t q = 0; q < panels; q++) {
         size_t r = (size_t)q * GEMM_MR;
         pack_a(ap + r * K, transA, A, lda, r, M - r < GEMM_MR ? M - r : GEMM_MR, 0, K);
     }
+}
+
+void gemm_prepacked(size_t M, size_t N, size_t K, float alpha, const float *ap, gemm_pack_b_fn packb,
+                    const void *pctx, float beta, float *C, size_t ldc) {
+    /* C (M, N) = alpha * A (packed by gemm_pack_a) B + beta * C */
+    if (M == 0 || N == 0) return;
+    if (!micro) pick_kernel();
+    size_t tm = (M + GEMM_MC - 1) / GEMM_MC, tn = (N + GEMM_NC - 1) / GEMM_NC;
+    ptrdiff_t tiles = (ptrdiff_t)(tm * tn);
+    int parallel = tiles > 1 && (double)M * (double)N * (double)K > 32768.0 * 8;
 #pragma omp parallel for schedule(dynamic, 1) if (parallel)
     for (ptrdiff_t t = 0; t < tiles; t++) {
         size_t i0 = ((size_t)t / tn) * GEMM_MC, j0 = ((size_t)t % tn) * GEMM_NC;
-        gemm_tile(transB, M, N, K, alpha, ap, B, ldb, beta, C, ldc, i0, j0);
+        gemm_tile(M, N, K, alpha, ap, packb, pctx, beta, C, ldc, i0, j0);
     }
+}
+
+void gemm_plain_b(float *dst, size_t p0, size_t kc, size_t j0, size_t nc, const void *ctx) {
+    pack_plain_b(dst, p0, kc, j0, nc, ctx);
 }

@@ -7,7 +7,9 @@
  *   - Activations are NCHW (B, C, H, W); conv weights OIHW; linear weights (OUT, IN) as torch.nn.Linear.
  *   - Every kernel has a plain reference version (suffix _ref) kept for tests; the unsuffixed version is the
  *     one the model uses and may be faster, and must agree with the reference.
- *   - Sizes are size_t; no kernel allocates except through df_scratch().
+ *   - Sizes are size_t; no kernel allocates except through df_scratch(). Scratch slots: conv2d 0 (columns),
+ *     1 (packed weights in forward, column gradients in backward), 4 (packed transposed weights); gemm 2 and 3;
+ *     attention 0 (it calls gemm, never conv2d).
  */
 #ifndef DF_KERNELS_H
 #define DF_KERNELS_H
@@ -22,6 +24,28 @@ void gemm(int transA, int transB, size_t M, size_t N, size_t K, float alpha, con
           const float *B, size_t ldb, float beta, float *C, size_t ldc);
 void gemm_ref(int transA, int transB, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
               const float *B, size_t ldb, float beta, float *C, size_t ldc);
+
+/* GEMM with B supplied by a packer instead of a matrix (for convolutions that pack straight from the image).
+ * packb(dst, p0, kc, j0, nc, ctx) must write rows [p0, p0 + kc) and columns [j0, j0 + nc) of B into dst as
+ * panels of GEMM_NR = 16 columns: panel c (columns j0 + 16c ..) holds, for each k, its 16 values contiguously
+ * (dst[c * 16 * kc + k * 16 + j]); columns past nc are zero. */
+#define GEMM_NR_PUBLIC 16
+typedef void (*gemm_pack_b_fn)(float *dst, size_t p0, size_t kc, size_t j0, size_t nc, const void *ctx);
+void gemm_packed_b(int transA, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
+                   gemm_pack_b_fn packb, const void *ctx, float beta, float *C, size_t ldc);
+/* A packed once and reused across calls (a convolution's weights across the images of a batch):
+ * gemm_pack_a writes op(A) (M x K) into ap (gemm_packed_a_size(M, K) floats); gemm_prepacked multiplies. */
+size_t gemm_packed_a_size(size_t M, size_t K);
+void gemm_pack_a(float *ap, int transA, const float *A, size_t lda, size_t M, size_t K, int parallel);
+void gemm_prepacked(size_t M, size_t N, size_t K, float alpha, const float *ap, gemm_pack_b_fn packb,
+                    const void *ctx, float beta, float *C, size_t ldc);
+/* The packer for a plain row-major B (ctx: a gemm_plain_b_ctx). */
+typedef struct {
+    int transB;
+    const float *B;
+    size_t ldb;
+} gemm_plain_b_ctx;
+void gemm_plain_b(float *dst, size_t p0, size_t kc, size_t j0, size_t nc, const void *ctx);
 
 /* The micro-kernel in use: "avx512", "avx2" or "c" (portable). It is picked for the CPU at the first gemm;
  * gemm_force_isa (or the environment variable DIFFUSE_ISA) forces one, for tests and benchmarks; it returns
