@@ -48,8 +48,15 @@ uint64_t df_rng_u64(uint64_t seed, uint64_t stream, uint64_t index) {
     return index % 2 ? ((uint64_t)w[2] << 32 | w[3]) : ((uint64_t)w[0] << 32 | w[1]);
 }
 
+/* Element j is lane j % 4 of block j / 4: one Philox call serves four elements. */
 void df_rng_uniform(float *out, size_t n, uint64_t seed, uint64_t stream, uint64_t offset) {
-    for (size_t i = 0; i < n; i++) out[i] = df_rng_uniform1(seed, stream, offset + i);
+    size_t i = 0;
+    while (i < n) {
+        uint64_t j = offset + i;
+        uint32_t w[4];
+        block4(w, seed, stream, j / 4);
+        for (unsigned lane = (unsigned)(j % 4); lane < 4 && i < n; lane++, i++) out[i] = (float)u01(w[lane]);
+    }
 }
 
 /* Element j of a stream: block j/4; lanes (0,1) and (2,3) each give a Box-Muller pair. */
