@@ -282,16 +282,28 @@ TEST(unet_load_refuses_mismatched_weights) {
     df_unet_destroy(m);
 }
 
-/* The inference graph reuses memory: its arena must be much smaller than the training graph's, and the two
- * must agree exactly (same kernels, same order). */
-TEST(unet_inference_plan_reuses_memory) {
+/* Memory plans: the inference graph reuses memory, so its arena is a small fraction of all its tensors
+ * laid end to end; the training graph keeps activations that backward reads and shares the rest. */
+TEST(unet_memory_plans_reuse_memory) {
     df_unet_config c;
     EXPECT(df_unet_preset(&c, "fmnist-s") == 0, "%s", df_errmsg());
+    df_unet *m = df_unet_create(&c);
+    for (int train = 0; train <= 1; train++) {
+        df_graph g;
+        df_graph_init(&g, &m->params, 2, train);
+        df_unet_build(m, &g, 2, train, NULL, NULL);
+        df_graph_plan(&g);
+        double all = 0;
+        for (int i = 0; i < g.nt; i++) all += (double)g.t[i].numel * (train ? 2 : 1); /* values (+ gradients) */
+        double planned = (double)(g.arena_floats + g.grad_floats);
+        printf("    %s: %.2f MB planned, %.2f MB without reuse (%.1fx)\n", train ? "training" : "sampling",
+               planned * 4 / 1e6, all * 4 / 1e6, all / planned);
+        EXPECT(planned * (train ? 1.5 : 8) < all, "the %s plan saves too little", train ? "training" : "sampling");
+        df_graph_free(&g);
+    }
+    df_unet_destroy(m);
     df_unet_cost k = df_unet_costs(&c);
-    printf("    fmnist-s: %.3f GFLOP/image, train %.2f MB/image, infer %.2f MB/image\n", k.gflops_per_image,
-           k.train_bytes_per_image / 1e6, k.infer_bytes_per_image / 1e6);
-    EXPECT(k.infer_bytes_per_image * 8 < k.train_bytes_per_image, "inference plan keeps too much");
-    EXPECT(k.gflops_per_image > 0.01 && k.gflops_per_image < 10, "implausible FLOPs %g", k.gflops_per_image);
+    EXPECT(k.gflops_per_image > 0.6 && k.gflops_per_image < 0.65, "fmnist-s FLOPs %g", k.gflops_per_image);
 }
 
 /* A diffusers folder (pipeline layout with unet/, and a bare UNet2DModel folder) loads, and `diffuse info`

@@ -199,42 +199,10 @@ static size_t first_fit(const block *live, int nlive, size_t size) {
 
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; } /* 64-byte alignment per tensor */
 
-void df_graph_plan(df_graph *g) {
-    DF_CHECK(!g->arena, "graph planned twice");
-    for (int i = 0; i < g->nops; i++) {
-        const df_op *op = &g->ops[i];
-        for (int k = 0; k < 3; k++)
-            if (op->in[k] >= 0) g->t[op->in[k]].last_use = i;
-        if (op->aux >= 0) g->t[op->aux].last_use = i;
-    }
-    g->t[g->output].last_use = g->nops;
-    for (int i = 0; i < g->nt; i++)
-        if (g->t[i].producer < 0) g->t[i].last_use = g->nops; /* inputs stay for the whole pass */
-
-    if (g->train) { /* every tensor its own place, gradients for activations */
-        size_t off = 0, goff = 0;
-        for (int i = 0; i < g->nt; i++) {
-            g->t[i].offset = off;
-            off += round16(g->t[i].numel);
-        }
-        g->arena_floats = off;
-        g->arena = df_calloc(off, sizeof(float));
-        for (int i = 0; i < g->nt; i++) {
-            g->t[i].data = g->arena + g->t[i].offset;
-            if (!g->t[i].is_aux && g->t[i].producer >= 0) goff += round16(g->t[i].numel);
-        }
-        g->grad_floats = goff;
-        g->grad_arena = df_calloc(goff, sizeof(float));
-        goff = 0;
-        for (int i = 0; i < g->nt; i++)
-            if (!g->t[i].is_aux && g->t[i].producer >= 0) {
-                g->t[i].grad = g->grad_arena + goff;
-                goff += round16(g->t[i].numel);
-            }
-        return;
-    }
-
-    /* inference: place each tensor when its producer runs, free it after its last reader */
+/* Places every tensor in the activation arena for the forward pass: tensor i is live from the op that
+ * produces it (inputs: from the start) through op until[i]; first-fit packs the live ones. Sets offsets and
+ * returns the arena size in floats. */
+static size_t plan_lifetimes(df_graph *g, const int *until) {
     block *live = df_malloc((size_t)(g->nt + 1) * sizeof *live);
     int nlive = 0;
     size_t top = 0;
@@ -252,7 +220,7 @@ void df_graph_plan(df_graph *g) {
             if (t->offset + size > top) top = t->offset + size;
         }
         for (int j = 0; j < nlive;) { /* free what this op read for the last time */
-            if (g->t[live[j].id].last_use <= step) {
+            if (until[live[j].id] <= step) {
                 memmove(live + j, live + j + 1, (size_t)(nlive - j - 1) * sizeof *live);
                 nlive--;
             } else {
@@ -261,8 +229,83 @@ void df_graph_plan(df_graph *g) {
         }
     }
     df_free(live);
-    g->arena_floats = top;
-    g->arena = df_calloc(top, sizeof(float));
+    return top;
+}
+
+void df_graph_plan(df_graph *g) {
+    DF_CHECK(!g->arena, "graph planned twice");
+    for (int i = 0; i < g->nops; i++) {
+        const df_op *op = &g->ops[i];
+        for (int k = 0; k < 3; k++)
+            if (op->in[k] >= 0) g->t[op->in[k]].last_use = i;
+        if (op->aux >= 0) g->t[op->aux].last_use = i;
+    }
+    g->t[g->output].last_use = g->nops;
+    for (int i = 0; i < g->nt; i++)
+        if (g->t[i].producer < 0) g->t[i].last_use = g->nops; /* inputs stay for the whole pass */
+
+    if (g->train) {
+        /* activations: a tensor some backward reads (the input of a convolution, linear, group norm, SiLU or
+         * attention, and every saved statistic) stays for the whole pass; the others (an add's, concat's,
+         * upsampling's inputs...) live only from their producer to their last reader */
+        int *keep_until = df_malloc((size_t)g->nt * sizeof(int));
+        for (int i = 0; i < g->nt; i++) keep_until[i] = g->t[i].is_aux ? g->nops : g->t[i].last_use;
+        for (int i = 0; i < g->nops; i++) {
+            const df_op *op = &g->ops[i];
+            int reads_inputs = op->kind == OP_CONV2D || op->kind == OP_LINEAR || op->kind == OP_GROUPNORM ||
+                               op->kind == OP_SILU || op->kind == OP_ATTENTION;
+            for (int k = 0; k < 3 && reads_inputs; k++)
+                if (op->in[k] >= 0) keep_until[op->in[k]] = g->nops;
+        }
+        g->arena_floats = plan_lifetimes(g, keep_until);
+        df_free(keep_until);
+        g->arena = df_calloc(g->arena_floats, sizeof(float));
+        for (int i = 0; i < g->nt; i++) g->t[i].data = g->arena + g->t[i].offset;
+        /* gradients: backward runs the ops in reverse; a tensor's gradient is live from the backward of its
+         * last reader (which first accumulates into it; the output's from the start) to the backward of its
+         * producer (which reads it last). First-fit over that order lets dead gradients share memory;
+         * df_graph_backward zeroes each one when it comes alive. */
+        block *live = df_malloc((size_t)(g->nt + 1) * sizeof *live);
+        int nlive = 0;
+        size_t top = 0;
+        for (int step = g->nops; step >= 0; step--) {
+            for (int i = 0; i < g->nt; i++) {
+                df_tensor *t = &g->t[i];
+                int has_grad = !t->is_aux && t->producer >= 0 && t->last_use >= 0;
+                if (!has_grad || t->last_use != step) continue;
+                size_t size = round16(t->numel);
+                t->goffset = first_fit(live, nlive, size);
+                int at = nlive;
+                while (at > 0 && live[at - 1].off > t->goffset) at--;
+                memmove(live + at + 1, live + at, (size_t)(nlive - at) * sizeof *live);
+                live[at] = (block){t->goffset, size, i};
+                nlive++;
+                if (t->goffset + size > top) top = t->goffset + size;
+                t->has_grad = 1;
+            }
+            for (int j = 0; j < nlive;) { /* free what this op's backward read for the last time */
+                if (g->t[live[j].id].producer >= step) {
+                    memmove(live + j, live + j + 1, (size_t)(nlive - j - 1) * sizeof *live);
+                    nlive--;
+                } else {
+                    j++;
+                }
+            }
+        }
+        df_free(live);
+        g->grad_floats = top;
+        g->grad_arena = df_calloc(top, sizeof(float));
+        for (int i = 0; i < g->nt; i++)
+            if (g->t[i].has_grad) g->t[i].grad = g->grad_arena + g->t[i].goffset;
+        return;
+    }
+
+    /* inference: place each tensor when its producer runs, free it after its last reader */
+    int *until = df_malloc((size_t)g->nt * sizeof(int));
+    for (int i = 0; i < g->nt; i++) until[i] = g->t[i].last_use;
+    g->arena_floats = plan_lifetimes(g, until);
+    df_free(until);
+    g->arena = df_calloc(g->arena_floats, sizeof(float));
     for (int i = 0; i < g->nt; i++) g->t[i].data = g->arena + g->t[i].offset;
 }
 

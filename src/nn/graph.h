@@ -4,7 +4,8 @@
  * builder both names the model's parameters and records the ops; df_graph_plan then lays every tensor out
  * in one arena:
  *   - training graphs keep every activation (and the statistics backward needs: group-norm mean/rstd,
- *     attention probabilities) and get a gradient arena of the same layout;
+ *     attention probabilities); gradients live only from the backward of a tensor's last reader to the
+ *     backward of its producer, and share memory by that lifetime;
  *   - inference graphs reuse memory: a tensor lives from the op that writes it to the last op that reads
  *     it, and first-fit placement packs the live ones, so sampling stores nothing it does not need.
  * Nothing is allocated per step: forward and backward only walk the op list.
@@ -39,7 +40,8 @@ typedef struct {
     int producer;       /* op index, -1 for a graph input */
     int last_use;       /* last op reading it; nops for the graph output */
     int is_aux;         /* saved statistics (not an activation: no gradient) */
-    size_t offset;
+    int has_grad;       /* training graphs: the tensor has a gradient buffer */
+    size_t offset, goffset; /* in the activation arena, in the gradient arena */
 } df_tensor;
 
 typedef struct {

@@ -70,10 +70,13 @@ void df_graph_forward(df_graph *g) {
 
 void df_graph_backward(df_graph *g, const float *dout) {
     DF_CHECK(g->train, "backward on an inference graph");
-    memset(g->grad_arena, 0, g->grad_floats * sizeof(float));
     memcpy(g->t[g->output].grad, dout, g->t[g->output].numel * sizeof(float));
     for (int i = g->nops - 1; i >= 0; i--) {
         const df_op *op = &g->ops[i];
+        for (int k = 0; k < 3; k++) { /* a gradient this op is the first to accumulate into starts at zero */
+            df_tensor *in = op->in[k] >= 0 ? &g->t[op->in[k]] : NULL;
+            if (in && in->has_grad && in->last_use == i) memset(in->grad, 0, in->numel * sizeof(float));
+        }
         const df_tensor *y = &g->t[op->out];
         const df_tensor *a = &g->t[op->in[0]];
         const df_tensor *b = op->in[1] >= 0 ? &g->t[op->in[1]] : NULL;
