@@ -921,7 +921,8 @@ TEST(sampler_trajectory_recording) {
         for (size_t k = 0; k < 4 * n; k++) tr[k] = NAN;
         int cnt[3] = {0, S, 0};
         df_sampler sp = {.kind = DF_SAMPLER_DDIM, .eta = 0, .clip = 1, .taus = taus, .S = S, .seed = 8, .record = rec,
-                         .traj = tr, .record_x0 = want_x0, .on_step = count_step, .step_ctx = cnt};
+                         .traj = want_x0 ? NULL : tr, .traj_x0 = want_x0 ? tr : NULL, .on_step = count_step,
+                         .step_ctx = cnt};
         df_initial_noise(x, B, D, 8, 0);
         df_sample(x, B, D, &s, &sp, 0, wild_model, &lc);
         EXPECT(cnt[0] == S && cnt[2] == 0, "on_step: %d in-order calls of %d, %d out of order", cnt[0], S, cnt[2]);
@@ -934,6 +935,16 @@ TEST(sampler_trajectory_recording) {
             EXPECT_CLOSE(name, tr + sl * n, (want_x0 ? x0m : xsm) + (size_t)i * n, n, 1e-6);
         }
         if (!want_x0) EXPECT(!memcmp(tr + n, x, n * sizeof(float)), "the last recorded x is not the final x");
+    }
+    { /* both at once, in one run, equal the two separate recordings */
+        float *tb = df_malloc(4 * n * sizeof(float)), *tb0 = df_malloc(4 * n * sizeof(float));
+        df_sampler sp = {.kind = DF_SAMPLER_DDIM, .eta = 0, .clip = 1, .taus = taus, .S = S, .seed = 8, .record = rec,
+                         .traj = tb, .traj_x0 = tb0};
+        df_initial_noise(x, B, D, 8, 0);
+        df_sample(x, B, D, &s, &sp, 0, wild_model, &lc);
+        EXPECT(!memcmp(tb, traj, 4 * n * sizeof(float)) && !memcmp(tb0, trajx0, 4 * n * sizeof(float)),
+               "recording x and x0 together differs from recording each alone");
+        df_free(tb), df_free(tb0);
     }
 
     /* a noisy chain (DDPM): recording a subset gives the same slots as recording everything */

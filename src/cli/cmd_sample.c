@@ -84,7 +84,6 @@ int cmd_sample(int argc, char **argv) {
     int *rec = NULL, frames = 10;
     size_t tn = (size_t)(traj_n < n ? traj_n : n);
     if (tn > (size_t)batch) tn = (size_t)batch;
-    float *traj_buf = NULL;
     if (traj || traj_x0) {
         rec = df_malloc((size_t)S * sizeof(int));
         for (int i = 0; i < S; i++) rec[i] = -1;
@@ -100,36 +99,19 @@ int cmd_sample(int argc, char **argv) {
     double t0 = df_time();
     for (size_t b0 = 0; b0 < N; b0 += (size_t)batch) {
         size_t B = N - b0 < (size_t)batch ? N - b0 : (size_t)batch;
-        float *xb = x + b0 * D;
-        df_initial_noise(xb, B, D, (uint64_t)seed, b0);
+        df_initial_noise(x + b0 * D, B, D, (uint64_t)seed, b0);
         df_sampler s = {.kind = kind, .eta = eta, .sigma_hat = sigma_hat, .clip = do_clip, .taus = taus, .S = S,
                         .seed = (uint64_t)seed, .on_step = cli_progress_step, .step_ctx = &prog};
-        int first = b0 == 0 && rec;
-        float *tx = NULL, *tx0 = NULL;
-        if (first) { /* x and x0 trajectories need two buffers: the sampler records one kind per run */
+        int first = b0 == 0 && rec; /* the trajectories show the first batch's first samples */
+        if (first) {
             s.record = rec;
-            traj_buf = df_malloc((size_t)frames * B * D * sizeof(float));
-            s.traj = traj_buf;
-            s.record_x0 = traj == NULL;
+            if (traj) s.traj = df_malloc((size_t)frames * B * D * sizeof(float));
+            if (traj_x0) s.traj_x0 = df_malloc((size_t)frames * B * D * sizeof(float));
         }
-        if (first && traj && traj_x0) { /* run the first batch twice: x, then x0 (same noise, same images) */
-            float *copy = df_malloc(B * D * sizeof(float));
-            memcpy(copy, xb, B * D * sizeof(float));
-            df_sample(xb, B, D, &m.sched, &s, b0, cli_unet_fn, m.unet);
-            tx = traj_buf;
-            traj_buf = df_malloc((size_t)frames * B * D * sizeof(float));
-            s.traj = traj_buf, s.record_x0 = 1, s.on_step = NULL;
-            df_sample(copy, B, D, &m.sched, &s, b0, cli_unet_fn, m.unet);
-            tx0 = traj_buf;
-            df_free(copy);
-        } else {
-            df_sample(xb, B, D, &m.sched, &s, b0, cli_unet_fn, m.unet);
-            if (first && traj) tx = traj_buf;
-            else if (first) tx0 = traj_buf;
-        }
-        if (first) { /* rows: samples, columns: the 10 frames */
+        df_sample(x + b0 * D, B, D, &m.sched, &s, b0, cli_unet_fn, m.unet);
+        if (first) { /* rows: samples, columns: the frames */
             const char *paths[2] = {traj, traj_x0};
-            float *bufs[2] = {tx, tx0};
+            float *bufs[2] = {s.traj, s.traj_x0};
             float *grid = df_malloc((size_t)frames * tn * D * sizeof(float));
             for (int q = 0; q < 2; q++) {
                 if (!paths[q]) continue;
@@ -142,9 +124,7 @@ int cmd_sample(int argc, char **argv) {
                     rc = 1;
                 }
             }
-            df_free(grid);
-            df_free(tx), df_free(tx0);
-            traj_buf = NULL;
+            df_free(grid), df_free(s.traj), df_free(s.traj_x0);
         }
     }
     cli_progress_end(&prog);

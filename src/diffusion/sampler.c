@@ -166,8 +166,10 @@ void df_sample(float *x, size_t B, size_t D, const df_schedule *s, const df_samp
         } else {
             df_ddim_step(x, x0, x, out, ti, tp, sp->eta, noisy ? z : NULL, B, D, s, sp->clip);
         }
-        if (sp->record && sp->traj && sp->record[i] >= 0)
-            memcpy(sp->traj + (size_t)sp->record[i] * n, sp->record_x0 ? x0 : x, n * sizeof(float));
+        if (sp->record && sp->record[i] >= 0) {
+            if (sp->traj) memcpy(sp->traj + (size_t)sp->record[i] * n, x, n * sizeof(float));
+            if (sp->traj_x0) memcpy(sp->traj_x0 + (size_t)sp->record[i] * n, x0, n * sizeof(float));
+        }
         if (sp->on_step) sp->on_step(sp->step_ctx, i + 1, sp->S);
     }
     df_free(out), df_free(z), df_free(x0), df_free(t);

@@ -70,11 +70,10 @@ typedef struct {
     const int *taus; /* decreasing sequence */
     int S;
     uint64_t seed;
-    /* Trajectory (optional): after step i, if record[i] >= 0, x (or the predicted x0 when record_x0) is
-     * copied to traj + record[i] * B * D. */
+    /* Trajectory (optional): after step i, if record[i] >= 0, x is copied to traj + record[i] * B * D and the
+     * predicted x0 to traj_x0 + record[i] * B * D (either buffer may be NULL). */
     const int *record;
-    float *traj;
-    int record_x0;
+    float *traj, *traj_x0;
     void (*on_step)(void *ctx, int i, int S); /* after each step (i = 1..S), may be NULL */
     void *step_ctx;
 } df_sampler;
