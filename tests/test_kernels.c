@@ -864,3 +864,40 @@ TEST(vexpf_accuracy) {
     float big = 1e30f;
     EXPECT(big / (1.0f + df_vexpf(-big)) == big && -big / (1.0f + df_vexpf(big)) <= 0, "silu at +-1e30");
 }
+
+/* Winograd F(2x2, 3x3) against the direct reference: even and odd image sizes, batches, channels, bias. */
+TEST(conv2d_winograd_matches_ref) {
+    static const size_t cfg[][5] = {{1, 8, 8, 4, 4},     {2, 16, 24, 7, 7},   {3, 32, 8, 28, 28},
+                                    {2, 9, 13, 5, 6},    {1, 64, 64, 14, 14}, {24, 16, 16, 14, 14},
+                                    {11, 8, 12, 15, 17}};
+    for (int c = 0; c < 7; c++) {
+        conv2d_dims d = {.B = cfg[c][0], .C_in = cfg[c][1], .C_out = cfg[c][2], .H = cfg[c][3], .W = cfg[c][4],
+                         .KH = 3, .KW = 3, .stride = 1, .pad_t = 1, .pad_b = 1, .pad_l = 1, .pad_r = 1};
+        EXPECT(conv2d_winograd_shape(&d), "config %d should be a Winograd shape", c);
+        size_t ni = d.B * d.C_in * d.H * d.W, nw = d.C_out * d.C_in * 9, no = d.B * d.C_out * d.H * d.W;
+        float *in = df_malloc(ni * 4), *w = df_malloc(nw * 4), *b = df_malloc(d.C_out * 4);
+        float *got = df_malloc(no * 4), *want = df_malloc(no * 4), *got2 = df_malloc(no * 4);
+        df_test_fill(in, ni, 10 + c, -1, 1);
+        df_test_fill(w, nw, 20 + c, -0.3f, 0.3f);
+        df_test_fill(b, d.C_out, 30 + c, -1, 1);
+        conv2d_forward_winograd(got, in, w, c % 2 ? NULL : b, &d);
+        conv2d_forward_ref(want, in, w, c % 2 ? NULL : b, &d);
+        conv2d_forward(got2, in, w, c % 2 ? NULL : b, &d);
+        char name[96];
+        snprintf(name, sizeof name, "winograd B%zu %zu->%zu %zux%zu", d.B, d.C_in, d.C_out, d.H, d.W);
+        EXPECT_CLOSE(name, got, want, no, 1e-5);
+        if (conv2d_winograd_applies(&d))
+            EXPECT(!memcmp(got, got2, no * 4), "conv2d_forward must take the Winograd path for %s", name);
+        else
+            EXPECT_CLOSE("conv2d_forward (direct path) vs reference", got2, want, no, 1e-5);
+        df_free(in), df_free(w), df_free(b), df_free(got), df_free(want), df_free(got2);
+    }
+    conv2d_dims small = {.B = 1, .C_in = 4, .C_out = 4, .H = 8, .W = 8, .KH = 3, .KW = 3, .stride = 1, .pad_t = 1,
+                         .pad_b = 1, .pad_l = 1, .pad_r = 1};
+    EXPECT(!conv2d_winograd_shape(&small), "4 channels should stay on the direct path");
+    small.C_in = small.C_out = 16, small.stride = 2;
+    EXPECT(!conv2d_winograd_shape(&small), "stride 2 should stay on the direct path");
+    conv2d_dims big = {.B = 64, .C_in = 64, .C_out = 64, .H = 28, .W = 28, .KH = 3, .KW = 3, .stride = 1, .pad_t = 1,
+                       .pad_b = 1, .pad_l = 1, .pad_r = 1};
+    EXPECT(conv2d_winograd_applies(&big), "a batch of 64 28x28 images should use Winograd");
+}

@@ -219,6 +219,10 @@ static void conv_forward_image(float *out, const float *in, const float *wpacked
  * Overwrites out. */
 void conv2d_forward(float *out, const float *in, const float *weight, const float *bias, const conv2d_dims *d) {
     /* out (B, C_out, Ho, Wo) = conv(in (B, C_in, H, W), weight (C_out, C_in, KH, KW)) + bias (C_out) */
+    if (conv2d_winograd_applies(d) && !omp_in_parallel()) {
+        conv2d_forward_winograd(out, in, weight, bias, d);
+        return;
+    }
     size_t Ho = conv2d_out_h(d), Wo = conv2d_out_w(d), K = d->C_in * d->KH * d->KW;
     size_t in_sz = d->C_in * d->H * d->W, out_sz = d->C_out * Ho * Wo;
     ptrdiff_t B = (ptrdiff_t)d->B;

@@ -71,6 +71,15 @@ void conv2d_forward_ref(float *out, const float *in, const float *weight, const 
 void conv2d_backward_ref(float *din, float *dweight, float *dbias, const float *dout, const float *in,
                          const float *weight, const conv2d_dims *d);
 
+/* Winograd F(2x2, 3x3) for 3x3, stride-1, padding-1 convolutions (at least 8 channels in and out, 4x4
+ * images): 2.25x fewer multiplies, the same result to FP32 rounding. conv2d_winograd_shape: it can run;
+ * conv2d_winograd_applies: conv2d_forward uses it (enough tiles in the batch to be faster);
+ * conv2d_forward_winograd runs it directly (for tests). */
+int conv2d_winograd_shape(const conv2d_dims *d);
+int conv2d_winograd_applies(const conv2d_dims *d);
+void conv2d_forward_winograd(float *out, const float *in, const float *weight, const float *bias,
+                             const conv2d_dims *d);
+
 /* ---- linear ---- */
 /* out (N, OUT) = in (N, IN) @ weight^T + bias; weight (OUT, IN); bias (OUT) or NULL. */
 void linear_forward(float *out, const float *in, const float *weight, const float *bias, size_t N, size_t IN,

@@ -1,0 +1,170 @@
+/* winograd.c: 3x3, stride-1, padding-1 convolution by Winograd's minimal filtering F(2x2, 3x3) (Lavin & Gray
+ * 2016): 16 multiplies per 2x2 output tile and input channel instead of 36.
+ *
+ *   U = G g G^T      (weights, per output/input channel pair: 3x3 -> 4x4)
+ *   V = B^T d B      (inputs, per 4x4 tile overlapping its neighbours by 2, per input channel)
+ *   M[xi] = U[xi] V[xi] for each of the 16 tile positions xi: 16 GEMMs (C_out x C_in) (C_in x tiles)
+ *   Y = A^T m A      (per tile: 4x4 -> the 2x2 outputs)
+ * with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1],
+ * A^T = [1 1 1 0; 0 1 -1 -1]. The transforms are exact in exact arithmetic; in FP32 the result differs from
+ * direct convolution by rounding (relative ~1e-6, tested against conv2d_forward_ref). The tiles of the whole
+ * batch go into each GEMM, so the GEMMs are large (N = B * tiles). */
+#include <string.h>
+
+#include "base/base.h"
+#include "kernels.h"
+
+/* Scratch slots used here (conv2d's own 0 and 1, gemm's 2 and 3, conv2d backward's 4 are not live now);
+ * slot 5 holds each thread's row buffers in the transforms. */
+#define WG_SLOT_U 0
+#define WG_SLOT_V 1
+#define WG_SLOT_M 4
+#define WG_TILES 256 /* tiles per chunk */
+#ifndef WG_MIN_TILES
+#define WG_MIN_TILES 1024 /* fewer tiles in the batch: the direct path is faster */
+#endif
+
+int conv2d_winograd_shape(const conv2d_dims *d) {
+    return d->KH == 3 && d->KW == 3 && d->stride == 1 && d->pad_t == 1 && d->pad_b == 1 && d->pad_l == 1 &&
+           d->pad_r == 1 && d->C_in >= 8 && d->C_out >= 8 && d->H >= 4 && d->W >= 4;
+}
+
+/* Few tiles make 16 small GEMMs that lose to one large im2col GEMM (measured: fmnist-m at batch 1 ran at
+ * 16 images/s by Winograd and 27 directly); WG_MIN_TILES is where Winograd started to win. */
+int conv2d_winograd_applies(const conv2d_dims *d) {
+    return conv2d_winograd_shape(d) && d->B * ((d->H + 1) / 2) * ((d->W + 1) / 2) >= WG_MIN_TILES;
+}
+
+/* U[xi][o][i] = (G g G^T)[xi] for weight g = weight[o][i] (3x3). */
+static void transform_weights(float *U, const float *weight, size_t Co, size_t Ci) {
+    /* U (16, Co, Ci) <- weight (Co, Ci, 3, 3) */
+    ptrdiff_t n = (ptrdiff_t)(Co * Ci);
+#pragma omp parallel for schedule(static) if (n > 4096)
+    for (ptrdiff_t oi = 0; oi < n; oi++) {
+        const float *g = weight + (size_t)oi * 9;
+        float t[4][3]; /* G g */
+        for (int c = 0; c < 3; c++) {
+            t[0][c] = g[c];
+            t[1][c] = 0.5f * (g[c] + g[3 + c] + g[6 + c]);
+            t[2][c] = 0.5f * (g[c] - g[3 + c] + g[6 + c]);
+            t[3][c] = g[6 + c];
+        }
+        for (int r = 0; r < 4; r++) { /* (G g) G^T */
+            float u[4] = {t[r][0], 0.5f * (t[r][0] + t[r][1] + t[r][2]), 0.5f * (t[r][0] - t[r][1] + t[r][2]),
+                          t[r][2]};
+            for (int c = 0; c < 4; c++) U[(size_t)(r * 4 + c) * n + (size_t)oi] = u[c];
+        }
+    }
+}
+
+/* V[xi][i][b * tiles + t] = (B^T d B)[xi] for the 4x4 input patch d of tile t (rows 2 ty - 1 .. 2 ty + 2,
+ * columns 2 tx - 1 .. 2 tx + 2, zero outside the image). One row of tiles at a time: the column transform of
+ * each of the 4 input rows over all tiles (contiguous in tx), then the row transform. */
+static void transform_inputs(float *V, const float *in, const conv2d_dims *d, size_t th, size_t tw, size_t row0,
+                             size_t nrows, float *buf) {
+    /* V (16, Ci, nrows * tw) <- tile rows [row0, row0 + nrows) of in (B, Ci, H, W); buf: 4 (2 tw + 2) + 16 tw */
+    size_t Ci = d->C_in, H = d->H, W = d->W, N = nrows * tw, pw = 2 * tw + 2;
+    float *row = buf, *h = buf + 4 * pw; /* 4 padded rows; h[r][k][tx] */
+    for (size_t i = 0; i < Ci; i++) {
+        for (size_t rr = 0; rr < nrows; rr++) {
+            size_t b = (row0 + rr) / th, ty = (row0 + rr) % th;
+            const float *x = in + (b * Ci + i) * H * W;
+            {
+                for (int r = 0; r < 4; r++) { /* padded row r: row[r][1 + j] = x[2 ty - 1 + r][j] */
+                    float *pr = row + (size_t)r * pw;
+                    ptrdiff_t y = (ptrdiff_t)(2 * ty) - 1 + r;
+                    memset(pr, 0, pw * sizeof(float));
+                    if (y >= 0 && y < (ptrdiff_t)H) memcpy(pr + 1, x + (size_t)y * W, W * sizeof(float));
+                    float *h0 = h + (size_t)(r * 4) * tw, *h1 = h0 + tw, *h2 = h1 + tw, *h3 = h2 + tw;
+                    for (size_t tx = 0; tx < tw; tx++) { /* columns 2tx .. 2tx + 3 of the padded row */
+                        const float *q = pr + 2 * tx;
+                        h0[tx] = q[0] - q[2];
+                        h1[tx] = q[1] + q[2];
+                        h2[tx] = q[2] - q[1];
+                        h3[tx] = q[1] - q[3];
+                    }
+                }
+                size_t col = rr * tw;
+                for (int k = 0; k < 4; k++) {
+                    const float *a0 = h + (size_t)(0 * 4 + k) * tw, *a1 = h + (size_t)(1 * 4 + k) * tw;
+                    const float *a2 = h + (size_t)(2 * 4 + k) * tw, *a3 = h + (size_t)(3 * 4 + k) * tw;
+                    float *v0 = V + ((size_t)(0 * 4 + k) * Ci + i) * N + col, *v1 = V + ((size_t)(1 * 4 + k) * Ci + i) * N + col;
+                    float *v2 = V + ((size_t)(2 * 4 + k) * Ci + i) * N + col, *v3 = V + ((size_t)(3 * 4 + k) * Ci + i) * N + col;
+                    for (size_t tx = 0; tx < tw; tx++) {
+                        v0[tx] = a0[tx] - a2[tx];
+                        v1[tx] = a1[tx] + a2[tx];
+                        v2[tx] = a2[tx] - a1[tx];
+                        v3[tx] = a1[tx] - a3[tx];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* out[b][o] 2x2 block of tile t = A^T m A + bias, m[xi] = M[xi][o][b * tiles + t]; outputs past the image
+ * edge (odd sizes) are dropped. One row of tiles at a time, contiguous in tx. */
+static void transform_outputs(float *out, const float *M, const float *bias, const conv2d_dims *d, size_t th,
+                              size_t tw, size_t row0, size_t nrows, float *buf) {
+    /* tile rows [row0, row0 + nrows) of out (B, Co, H, W) <- M (16, Co, nrows * tw); buf: 12 tw */
+    size_t Co = d->C_out, H = d->H, W = d->W, N = nrows * tw;
+    float *s = buf, *o2 = buf + 8 * tw; /* s[r][c][tx] (A^T m), then two output rows of 2 tw */
+    for (size_t o = 0; o < Co; o++) {
+        float bv = bias ? bias[o] : 0.0f;
+        for (size_t rr = 0; rr < nrows; rr++) {
+            size_t b = (row0 + rr) / th, ty = (row0 + rr) % th;
+            float *y = out + (b * Co + o) * H * W;
+            {
+                size_t col = rr * tw;
+                for (int c = 0; c < 4; c++) { /* A^T m, column c of the 4x4 */
+                    const float *m0 = M + ((size_t)(0 * 4 + c) * Co + o) * N + col;
+                    const float *m1 = M + ((size_t)(1 * 4 + c) * Co + o) * N + col;
+                    const float *m2 = M + ((size_t)(2 * 4 + c) * Co + o) * N + col;
+                    const float *m3 = M + ((size_t)(3 * 4 + c) * Co + o) * N + col;
+                    float *s0 = s + (size_t)c * tw, *s1 = s + (size_t)(4 + c) * tw;
+                    for (size_t tx = 0; tx < tw; tx++) {
+                        s0[tx] = m0[tx] + m1[tx] + m2[tx];
+                        s1[tx] = m1[tx] - m2[tx] - m3[tx];
+                    }
+                }
+                for (int r = 0; r < 2; r++) { /* (A^T m) A: two outputs per tile and row */
+                    const float *t0 = s + (size_t)(r * 4 + 0) * tw, *t1 = s + (size_t)(r * 4 + 1) * tw;
+                    const float *t2 = s + (size_t)(r * 4 + 2) * tw, *t3 = s + (size_t)(r * 4 + 3) * tw;
+                    float *orow = o2 + (size_t)r * 2 * tw;
+                    for (size_t tx = 0; tx < tw; tx++) {
+                        orow[2 * tx] = t0[tx] + t1[tx] + t2[tx] + bv;
+                        orow[2 * tx + 1] = t1[tx] - t2[tx] - t3[tx] + bv;
+                    }
+                    size_t yy = 2 * ty + (size_t)r;
+                    if (yy < H) memcpy(y + yy * W, orow, W * sizeof(float));
+                }
+            }
+        }
+    }
+}
+
+void conv2d_forward_winograd(float *out, const float *in, const float *weight, const float *bias,
+                             const conv2d_dims *d) {
+    /* out (B, Co, H, W) = conv3x3(in (B, Ci, H, W), weight (Co, Ci, 3, 3), pad 1) + bias */
+    DF_CHECK(conv2d_winograd_shape(d), "conv2d_forward_winograd: not a 3x3 stride-1 padding-1 convolution");
+    size_t Ci = d->C_in, Co = d->C_out, th = (d->H + 1) / 2, tw = (d->W + 1) / 2, rows = d->B * th;
+    /* chunks of whole tile rows, about WG_TILES tiles: V and M of a chunk stay in cache */
+    size_t per = WG_TILES / tw ? WG_TILES / tw : 1, chunks = (rows + per - 1) / per;
+    float *U = df_scratch(WG_SLOT_U, 16 * Co * Ci);
+    transform_weights(U, weight, Co, Ci);
+#pragma omp parallel
+    {
+        size_t N = per * tw;
+        float *V = df_scratch(WG_SLOT_V, 16 * Ci * N), *M = df_scratch(WG_SLOT_M, 16 * Co * N);
+        float *buf = df_scratch(5, 4 * (2 * tw + 2) + 16 * tw);
+#pragma omp for schedule(dynamic, 1)
+        for (ptrdiff_t c = 0; c < (ptrdiff_t)chunks; c++) {
+            size_t row0 = (size_t)c * per, nr = rows - row0 < per ? rows - row0 : per, n = nr * tw;
+            transform_inputs(V, in, d, th, tw, row0, nr, buf);
+            for (int xi = 0; xi < 16; xi++) /* serial inside the parallel region */
+                gemm(0, 0, Co, n, Ci, 1.0f, U + (size_t)xi * Co * Ci, Ci, V + (size_t)xi * Ci * n, n, 0.0f,
+                     M + (size_t)xi * Co * n, n);
+            transform_outputs(out, M, bias, d, th, tw, row0, nr, buf);
+        }
+    }
+}
