@@ -46,6 +46,9 @@ int df_expect_grad_at(const char *file, int line, const char *name, float *x, co
 /* A deterministic random fill for tests: uniform in [lo, hi) from (seed, stream). */
 void df_test_fill(float *x, size_t n, unsigned seed, float lo, float hi);
 
+/* The repository root: the directory the tests run from (make test runs them there). */
+const char *df_test_root(void);
+
 /* Writes text to path (a failed write is a test failure). */
 void df_test_write_text(const char *path, const char *text);
 

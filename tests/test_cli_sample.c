@@ -14,7 +14,7 @@
 /* Runs a diffuse command in the test's temp dir; returns its exit status and its output in out. */
 static int run(char *out, size_t cap, const char *fmt, const char *args) {
     char cmd[3000];
-    snprintf(cmd, sizeof cmd, "cd %s && %s/build/diffuse %s 2>&1", df_test_tmpdir(), getenv("PWD"), args);
+    snprintf(cmd, sizeof cmd, "cd %s && %s/build/diffuse %s 2>&1", df_test_tmpdir(), df_test_root(), args);
     (void)fmt;
     FILE *p = popen(cmd, "r");
     size_t n = p ? fread(out, 1, cap - 1, p) : 0;

@@ -106,6 +106,12 @@ void df_test_fill(float *x, size_t n, unsigned seed, float lo, float hi) {
     for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * x[i];
 }
 
+const char *df_test_root(void) {
+    static char root[4096];
+    if (!root[0] && !getcwd(root, sizeof root)) snprintf(root, sizeof root, ".");
+    return root;
+}
+
 void df_test_write_text(const char *path, const char *text) {
     FILE *f = fopen(path, "w");
     if (!f || fputs(text, f) < 0) df_test_fail(__FILE__, __LINE__, "cannot write %s", path);

@@ -218,7 +218,7 @@ TEST(train_cli_flag_errors) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char cmd[800], out[2048] = "";
-        snprintf(cmd, sizeof cmd, "cd %s && %s/build/diffuse train %s 2>&1", df_test_tmpdir(), getenv("PWD"),
+        snprintf(cmd, sizeof cmd, "cd %s && %s/build/diffuse train %s 2>&1", df_test_tmpdir(), df_test_root(),
                  cases[i].args);
         FILE *p = popen(cmd, "r");
         size_t n = p ? fread(out, 1, sizeof out - 1, p) : 0;
