@@ -23,14 +23,19 @@ void df_graph_free(df_graph *g) {
 
 /* ---- tensors and ops ---- */
 
+/* Makes room for one more element in an array of `size`-byte elements holding n of cap (doubling). */
+static void *grow(void *arr, int n, int *cap, size_t size) {
+    if (n < *cap) return arr;
+    int nc = *cap ? 2 * *cap : 256;
+    void *na = df_malloc((size_t)nc * size);
+    if (n) memcpy(na, arr, (size_t)n * size);
+    df_free(arr);
+    *cap = nc;
+    return na;
+}
+
 static int new_tensor(df_graph *g, size_t n, size_t c, size_t h, size_t w, int is_aux) {
-    if (g->nt == g->cap_t) {
-        int cap = g->cap_t ? 2 * g->cap_t : 256;
-        df_tensor *nt = df_malloc((size_t)cap * sizeof *nt);
-        if (g->nt) memcpy(nt, g->t, (size_t)g->nt * sizeof *nt);
-        df_free(g->t);
-        g->t = nt, g->cap_t = cap;
-    }
+    g->t = grow(g->t, g->nt, &g->cap_t, sizeof *g->t);
     df_tensor *t = &g->t[g->nt];
     memset(t, 0, sizeof *t);
     t->n = n, t->c = c, t->h = h, t->w = w;
@@ -42,13 +47,7 @@ static int new_tensor(df_graph *g, size_t n, size_t c, size_t h, size_t w, int i
 }
 
 static df_op *new_op(df_graph *g, df_opkind kind, int in0, int in1, int in2) {
-    if (g->nops == g->cap_ops) {
-        int cap = g->cap_ops ? 2 * g->cap_ops : 256;
-        df_op *no = df_malloc((size_t)cap * sizeof *no);
-        if (g->nops) memcpy(no, g->ops, (size_t)g->nops * sizeof *no);
-        df_free(g->ops);
-        g->ops = no, g->cap_ops = cap;
-    }
+    g->ops = grow(g->ops, g->nops, &g->cap_ops, sizeof *g->ops);
     df_op *op = &g->ops[g->nops];
     memset(op, 0, sizeof *op);
     op->kind = kind;
@@ -187,13 +186,20 @@ typedef struct {
     int id;
 } block;
 
-/* Lowest offset where `size` floats fit between the live blocks (kept sorted by offset). */
-static size_t first_fit(const block *live, int nlive, size_t size) {
+/* Places `size` floats for tensor id at the lowest offset that fits between the live blocks (kept sorted by
+ * offset), records the block, raises *top to its end, and returns the offset. */
+static size_t place(block *live, int *nlive, size_t size, int id, size_t *top) {
     size_t off = 0;
-    for (int i = 0; i < nlive; i++) {
+    int at = 0;
+    for (int i = 0; i < *nlive; i++) {
         if (live[i].off >= off + size) break;
         if (live[i].off + live[i].size > off) off = live[i].off + live[i].size;
     }
+    while (at < *nlive && live[at].off <= off) at++;
+    memmove(live + at + 1, live + at, (size_t)(*nlive - at) * sizeof *live);
+    live[at] = (block){off, size, id};
+    (*nlive)++;
+    if (off + size > *top) *top = off + size;
     return off;
 }
 
@@ -210,14 +216,7 @@ static size_t plan_lifetimes(df_graph *g, const int *until) {
         for (int i = 0; i < g->nt; i++) {
             df_tensor *t = &g->t[i];
             if (t->producer != step) continue;
-            size_t size = round16(t->numel);
-            t->offset = first_fit(live, nlive, size);
-            int at = nlive;
-            while (at > 0 && live[at - 1].off > t->offset) at--;
-            memmove(live + at + 1, live + at, (size_t)(nlive - at) * sizeof *live);
-            live[at] = (block){t->offset, size, i};
-            nlive++;
-            if (t->offset + size > top) top = t->offset + size;
+            t->offset = place(live, &nlive, round16(t->numel), i, &top);
         }
         for (int j = 0; j < nlive;) { /* free what this op read for the last time */
             if (until[live[j].id] <= step) {
@@ -273,14 +272,7 @@ void df_graph_plan(df_graph *g) {
                 df_tensor *t = &g->t[i];
                 int has_grad = !t->is_aux && t->producer >= 0 && t->last_use >= 0;
                 if (!has_grad || t->last_use != step) continue;
-                size_t size = round16(t->numel);
-                t->goffset = first_fit(live, nlive, size);
-                int at = nlive;
-                while (at > 0 && live[at - 1].off > t->goffset) at--;
-                memmove(live + at + 1, live + at, (size_t)(nlive - at) * sizeof *live);
-                live[at] = (block){t->goffset, size, i};
-                nlive++;
-                if (t->goffset + size > top) top = t->goffset + size;
+                t->goffset = place(live, &nlive, round16(t->numel), i, &top);
                 t->has_grad = 1;
             }
             for (int j = 0; j < nlive;) { /* free what this op's backward read for the last time */
