@@ -159,13 +159,6 @@ TEST(sampler_timesteps_match_rules) {
         EXPECT(df_timesteps(taus, cap, 0, 1000, sp, 0) < 0, "%s: S = 0 accepted", spacing_names[k]);
         EXPECT(df_timesteps(taus, cap, 1001, 1000, sp, 0) < 0, "%s: S = 1001 > T accepted", spacing_names[k]);
     }
-    /* the legacy helper is the leading rule */
-    int lt[50];
-    df_timesteps_leading(lt, 50, 1000, 1);
-    df_spacing lead;
-    df_spacing_parse(&lead, "leading");
-    int n = df_timesteps(taus, cap, 50, 1000, lead, 1);
-    EXPECT(n == 50 && !memcmp(lt, taus, sizeof lt), "df_timesteps_leading differs from df_timesteps(leading)");
     df_free(taus);
 }
 

@@ -61,7 +61,6 @@ int df_timesteps(int *taus, int cap, int S, int T, df_spacing sp, int steps_offs
     return rc;
 }
 
-void df_timesteps_leading(int *taus, int S, int T, int offset) { df_timesteps(taus, S, S, T, DF_SPACING_LEADING, offset); }
 
 /* ---- one step ---- */
 

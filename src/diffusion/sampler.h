@@ -98,7 +98,5 @@ void df_ddim_invert(float *x, size_t B, size_t D, const df_schedule *s, const in
  * between a and b (linear when they are nearly parallel). */
 void df_slerp(float *out, const float *a, const float *b, size_t D, double w);
 
-/* Legacy helpers used by training previews. */
-void df_timesteps_leading(int *taus, int S, int T, int offset);
 
 #endif

@@ -137,8 +137,12 @@ static int sample_grid(trainer *tr, const char *path, int n) {
     const df_unet_config *c = df_unet_cfg(tr->ema);
     size_t D = (size_t)c->in_channels * c->sample_size * c->sample_size;
     float *x = df_malloc((size_t)n * D * sizeof(float));
-    int S = 50 < tr->sched.T ? 50 : tr->sched.T, taus[50];
-    df_timesteps_leading(taus, S, tr->sched.T, tr->sched.steps_offset);
+    int taus[64], S = df_timesteps(taus, 64, 50 < tr->sched.T ? 50 : tr->sched.T, tr->sched.T, DF_SPACING_LEADING,
+                                   tr->sched.steps_offset);
+    if (S < 0) {
+        df_free(x);
+        return df_error_wrap("sample grid");
+    }
     df_initial_noise(x, (size_t)n, D, DF_PREVIEW_SEED, 0);
     df_sampler sp = {.kind = DF_SAMPLER_DDIM, .eta = 0, .clip = tr->sched.clip_sample, .taus = taus, .S = S,
                      .seed = DF_PREVIEW_SEED};
