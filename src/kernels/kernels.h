@@ -159,5 +159,54 @@ float mse_forward(const float *pred, const float *target, size_t n);
 void mse_backward(float *dpred, const float *pred, const float *target, size_t n, float scale);
 float l1_forward(const float *pred, const float *target, size_t n);
 void l1_backward(float *dpred, const float *pred, const float *target, size_t n, float scale);
+/* Softmax cross-entropy over N rows of K logits with integer labels: the mean of -log softmax(z)[label].
+ * Forward writes the softmax to probs (N, K) when not NULL; backward reads it:
+ * dlogits += scale * (probs - onehot(label)) / N. */
+float xent_forward(float *probs, const float *logits, const int *labels, size_t N, size_t K);
+void xent_backward(float *dlogits, const float *probs, const int *labels, size_t N, size_t K, float scale);
+
+/* ---- batch norm ---- */
+/* torch.nn.BatchNorm2d: in/out (B, C, HW), each channel normalised over its B * HW values; gamma, beta (C) or
+ * NULL (not affine). Training forward uses the batch mean and biased variance, saves mean and
+ * rstd = 1/sqrt(var + eps) (C) for backward, and updates running_mean, running_var (C) in place as torch,
+ * run = (1 - momentum) run + momentum stat, running_var taking the unbiased variance var * n / (n - 1);
+ * either running pointer NULL skips its update. Needs B * HW > 1. Eval forward uses the running statistics.
+ * Backward is that of the training forward (mean, rstd as saved); it accumulates like every backward. */
+void batchnorm_forward(float *out, float *mean, float *rstd, float *running_mean, float *running_var,
+                       const float *in, const float *gamma, const float *beta, size_t B, size_t C, size_t HW,
+                       float momentum, float eps);
+void batchnorm_forward_eval(float *out, const float *in, const float *running_mean, const float *running_var,
+                            const float *gamma, const float *beta, size_t B, size_t C, size_t HW, float eps);
+void batchnorm_backward(float *din, float *dgamma, float *dbeta, const float *dout, const float *in,
+                        const float *mean, const float *rstd, const float *gamma, size_t B, size_t C, size_t HW);
+void batchnorm_forward_ref(float *out, float *mean, float *rstd, float *running_mean, float *running_var,
+                           const float *in, const float *gamma, const float *beta, size_t B, size_t C, size_t HW,
+                           float momentum, float eps);
+void batchnorm_forward_eval_ref(float *out, const float *in, const float *running_mean, const float *running_var,
+                                const float *gamma, const float *beta, size_t B, size_t C, size_t HW, float eps);
+void batchnorm_backward_ref(float *din, float *dgamma, float *dbeta, const float *dout, const float *in,
+                            const float *mean, const float *rstd, const float *gamma, size_t B, size_t C,
+                            size_t HW);
+
+/* ---- transposed convolution ---- */
+/* torch.nn.ConvTranspose2d with symmetric zero padding (output_padding 0, dilation 1, groups 1):
+ * out[b,o,y*stride + i - pad, x*stride + j - pad] += weight[c,o,i,j] in[b,c,y,x], plus bias[o].
+ * H_out = (H - 1) * stride - 2 * pad + KH, W_out likewise. Scratch slots 0 (columns) and 1 (packed weights);
+ * it calls gemm (2, 3), never conv2d. */
+typedef struct {
+    size_t B, C_in, H, W, C_out, KH, KW;
+    size_t stride, pad;
+} convt2d_dims;
+size_t convt2d_out_h(const convt2d_dims *d);
+size_t convt2d_out_w(const convt2d_dims *d);
+/* out (B, C_out, H_out, W_out) (overwritten); in (B, C_in, H, W); weight (C_in, C_out, KH, KW) as torch stores
+ * it; bias (C_out) or NULL. Backward accumulates din (B, C_in, H, W), dweight, dbias; NULL ones skipped. */
+void convt2d_forward(float *out, const float *in, const float *weight, const float *bias, const convt2d_dims *d);
+void convt2d_backward(float *din, float *dweight, float *dbias, const float *dout, const float *in,
+                      const float *weight, const convt2d_dims *d);
+void convt2d_forward_ref(float *out, const float *in, const float *weight, const float *bias,
+                         const convt2d_dims *d);
+void convt2d_backward_ref(float *din, float *dweight, float *dbias, const float *dout, const float *in,
+                          const float *weight, const convt2d_dims *d);
 
 #endif
