@@ -6,7 +6,11 @@ CC      ?= gcc
 OPT     ?= -O2
 CFLAGS  ?= $(OPT) -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -fopenmp -Iinclude -Isrc
-LDLIBS  += -fopenmp -lcjson -lz -lpng -ljpeg -lm
+# Libraries, one list for the normal and the sanitizer builds. BLAS/LAPACK: whichever Debian's alternatives
+# select (OpenBLAS when libopenblas-dev is installed, else the reference ones); src/eval/fid.c sizes
+# OpenBLAS's thread pool to the program's own thread count before each call.
+LIBS    := -lcjson -lz -lpng -ljpeg -lzip -llapacke -llapack -lblas -lm
+LDLIBS  += -fopenmp $(LIBS)
 BUILD   ?= build
 
 LIB_SRC  := $(sort $(wildcard src/base/*.c src/kernels/*.c src/nn/*.c src/diffusion/*.c src/data/*.c \
@@ -18,7 +22,8 @@ CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 
 # Debian packages: what building, testing and the demo need.
-DEB_PKGS := gcc make libc6-dev zlib1g-dev libpng-dev libjpeg62-turbo-dev libcjson-dev \
+DEB_PKGS := gcc make libc6-dev zlib1g-dev libpng-dev libjpeg62-turbo-dev libcjson-dev libzip-dev \
+            liblapacke-dev liblapack-dev libopenblas-dev \
             python3-torch python3-numpy python3-scipy dataset-fashion-mnist
 
 .PHONY: all test demo deps asan clean
@@ -63,7 +68,7 @@ demo: deps all
 
 asan:
 	$(MAKE) test BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
-	    -fno-sanitize-recover=undefined" LDLIBS="-fsanitize=address,undefined -fopenmp -lcjson -lz -lpng -ljpeg -lm"
+	    -fno-sanitize-recover=undefined" LDLIBS="-fsanitize=address,undefined -fopenmp $(LIBS)"
 
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | \

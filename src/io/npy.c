@@ -154,43 +154,73 @@ static int parse_header(const char *text, size_t len, df_npy *a) {
 
 /* ---- reading ---- */
 
-static int read_npy(FILE *fp, df_npy *a) {
-    struct stat st;
-    if (fstat(fileno(fp), &st) != 0) return df_error("cannot stat: %s", strerror(errno));
-    size_t fsize = (size_t)st.st_size;
-    unsigned char pre[12];
-    if (fsize < 10 || fread(pre, 1, 10, fp) != 10 || memcmp(pre, "\x93NUMPY", 6) != 0)
+/* The signature, version and header length from the first bytes of a .npy image: `pre` holds
+ * min(total, 12) bytes of an image of `total` bytes. Sets *prefix (bytes before the header text) and *hlen
+ * (the header text's length), checked against total. */
+static int parse_preamble(const unsigned char *pre, size_t total, size_t *prefix, size_t *hlen) {
+    if (total < 10 || memcmp(pre, "\x93NUMPY", 6) != 0)
         return df_error("not a .npy file (no \\x93NUMPY signature)");
     int major = pre[6];
-    size_t hlen, prefix;
     if (major == 1) {
-        hlen = (size_t)pre[8] | (size_t)pre[9] << 8, prefix = 10;
+        *hlen = (size_t)pre[8] | (size_t)pre[9] << 8, *prefix = 10;
     } else if (major == 2 || major == 3) {
-        if (fsize < 12 || fread(pre + 10, 1, 2, fp) != 2) return df_error("truncated header");
-        hlen = (size_t)pre[8] | (size_t)pre[9] << 8 | (size_t)pre[10] << 16 | (size_t)pre[11] << 24, prefix = 12;
+        if (total < 12) return df_error("truncated header");
+        *hlen = (size_t)pre[8] | (size_t)pre[9] << 8 | (size_t)pre[10] << 16 | (size_t)pre[11] << 24, *prefix = 12;
     } else {
         return df_error("format version %d.%d is not supported (1.0, 2.0, 3.0)", major, pre[7]);
     }
-    if (hlen > NPY_MAX_HEADER) return df_error("header length %zu is implausible", hlen);
-    if (prefix + hlen > fsize)
-        return df_error("truncated: the header needs %zu bytes but the file has %zu", prefix + hlen, fsize);
-    char *text = df_malloc(hlen + 1);
-    int rc = fread(text, 1, hlen, fp) == hlen ? parse_header(text, hlen, a) : df_error("cannot read the header");
-    df_free(text);
-    if (rc != 0) return -1;
+    if (*hlen > NPY_MAX_HEADER) return df_error("header length %zu is implausible", *hlen);
+    if (*prefix + *hlen > total)
+        return df_error("truncated: the header needs %zu bytes but the file has %zu", *prefix + *hlen, total);
+    return 0;
+}
+
+/* Sets a->count from the parsed shape and checks that `have` bytes of data hold it; *bytes is its size. */
+static int check_count(df_npy *a, size_t have, size_t *bytes) {
     size_t count = 1;
     for (int d = 0; d < a->ndim; d++) {
         if (a->shape[d] && count > SIZE_MAX / a->shape[d]) return df_error("the shape overflows");
         count *= a->shape[d];
     }
     if (count > SIZE_MAX / a->itemsize) return df_error("the shape overflows");
-    size_t bytes = count * a->itemsize, have = fsize - prefix - hlen;
-    if (have < bytes)
+    *bytes = count * a->itemsize;
+    if (have < *bytes)
         return df_error("truncated: the header promises %zu elements of %s (%zu bytes) but only %zu bytes follow "
-                        "it", count, df_npy_dtype_name(a->dtype), bytes, have);
+                        "it", count, df_npy_dtype_name(a->dtype), *bytes, have);
     a->count = count;
+    return 0;
+}
+
+static int read_npy(FILE *fp, df_npy *a) {
+    struct stat st;
+    if (fstat(fileno(fp), &st) != 0) return df_error("cannot stat: %s", strerror(errno));
+    size_t fsize = (size_t)st.st_size, prefix, hlen, bytes;
+    unsigned char pre[12];
+    size_t npre = fsize < sizeof pre ? fsize : sizeof pre;
+    if (fread(pre, 1, npre, fp) != npre) return df_error("read error: %s", strerror(errno));
+    if (parse_preamble(pre, fsize, &prefix, &hlen) != 0) return -1;
+    char *text = df_malloc(hlen + 1);
+    int rc = fseek(fp, (long)prefix, SEEK_SET) == 0 && fread(text, 1, hlen, fp) == hlen
+                 ? parse_header(text, hlen, a)
+                 : df_error("cannot read the header");
+    df_free(text);
+    if (rc != 0 || check_count(a, fsize - prefix - hlen, &bytes) != 0) return -1;
     a->data = df_malloc(bytes);
     if (bytes && fread(a->data, 1, bytes, fp) != bytes) return df_error("read error: %s", strerror(errno));
+    return 0;
+}
+
+int df_npy_parse(const void *buf, size_t len, df_npy *a) {
+    memset(a, 0, sizeof *a);
+    const unsigned char *p = buf;
+    size_t prefix, hlen, bytes;
+    if (parse_preamble(p, len, &prefix, &hlen) != 0 || parse_header((const char *)p + prefix, hlen, a) != 0 ||
+        check_count(a, len - prefix - hlen, &bytes) != 0) {
+        memset(a, 0, sizeof *a);
+        return -1;
+    }
+    a->data = df_malloc(bytes);
+    if (bytes) memcpy(a->data, p + prefix + hlen, bytes);
     return 0;
 }
 
@@ -242,34 +272,51 @@ double df_npy_get(const df_npy *a, size_t i) {
 
 /* ---- writing ---- */
 
-static int write_npy(const char *path, const char *descr, size_t itemsize, const void *data, int ndim,
-                     const size_t *shape) {
-    if (ndim < 0 || ndim > DF_NPY_MAX_DIMS) return df_error("cannot write '%s': %d dimensions", path, ndim);
+/* The .npy preamble and header for (descr, shape) into head (room for 12 + 576 bytes): version 1.0 (2.0 if
+ * the header needs it), padded with spaces so that the data starts at a multiple of 64 bytes, ended by '\n'.
+ * Returns the number of bytes; *count is the number of elements. */
+static size_t build_header(unsigned char *head, const char *descr, int ndim, const size_t *shape, size_t *count) {
     char dict[512];
     int n = snprintf(dict, sizeof dict, "{'descr': '%s', 'fortran_order': False, 'shape': (", descr);
-    size_t count = 1;
+    *count = 1;
     for (int d = 0; d < ndim; d++) {
         n += snprintf(dict + n, sizeof dict - (size_t)n, d ? ", %zu" : "%zu", shape[d]);
-        count *= shape[d];
+        *count *= shape[d];
     }
     n += snprintf(dict + n, sizeof dict - (size_t)n, "%s), }", ndim == 1 ? "," : "");
-    /* pad with spaces so that the data starts at a multiple of 64 bytes, ending the header with '\n' */
     size_t prefix = 10, hlen = (size_t)n + 1;
     hlen += (64 - (prefix + hlen) % 64) % 64;
     if (hlen > 65535) { /* never with <= 8 dimensions, but this is the rule */
         prefix = 12, hlen = (size_t)n + 1;
         hlen += (64 - (prefix + hlen) % 64) % 64;
     }
-    unsigned char head[12 + 576];
     memcpy(head, "\x93NUMPY", 6);
     head[6] = prefix == 10 ? 1 : 2, head[7] = 0;
     for (size_t i = 0; i < prefix - 8; i++) head[8 + i] = (unsigned char)(hlen >> (8 * i));
     memset(head + prefix, ' ', hlen);
     memcpy(head + prefix, dict, (size_t)n);
     head[prefix + hlen - 1] = '\n';
+    return prefix + hlen;
+}
+
+/* The descr string ("<f8", "|u1") of a dtype into out[4]; its item size. */
+static size_t dtype_descr(df_npy_dtype t, char out[4]) {
+    for (size_t i = 0; i < NDTYPES; i++)
+        if (dtypes[i].type == t) {
+            snprintf(out, 4, "%c%s", dtypes[i].size == 1 ? '|' : '<', dtypes[i].code);
+            return dtypes[i].size;
+        }
+    DF_CHECK(0, "unknown npy dtype %d", (int)t);
+}
+
+static int write_npy(const char *path, const char *descr, size_t itemsize, const void *data, int ndim,
+                     const size_t *shape) {
+    if (ndim < 0 || ndim > DF_NPY_MAX_DIMS) return df_error("cannot write '%s': %d dimensions", path, ndim);
+    unsigned char head[12 + 576];
+    size_t count, nhead = build_header(head, descr, ndim, shape, &count);
     df_atomic_file f;
     if (df_atomic_open(&f, path) != 0) return -1;
-    fwrite(head, 1, prefix + hlen, f.fp);
+    fwrite(head, 1, nhead, f.fp);
     if (count) fwrite(data, itemsize, count, f.fp);
     return df_atomic_commit(&f);
 }
@@ -280,4 +327,21 @@ int df_npy_write_u8(const char *path, const uint8_t *data, int ndim, const size_
 
 int df_npy_write_f32(const char *path, const float *data, int ndim, const size_t *shape) {
     return write_npy(path, "<f4", 4, data, ndim, shape);
+}
+
+int df_npy_write_f64(const char *path, const double *data, int ndim, const size_t *shape) {
+    return write_npy(path, "<f8", 8, data, ndim, shape);
+}
+
+void df_npy_encode(df_npy_dtype dtype, const void *data, int ndim, const size_t *shape, unsigned char **out,
+                   size_t *len) {
+    DF_CHECK(ndim >= 0 && ndim <= DF_NPY_MAX_DIMS, "df_npy_encode: %d dimensions", ndim);
+    char descr[4];
+    size_t itemsize = dtype_descr(dtype, descr), count;
+    unsigned char head[12 + 576];
+    size_t nhead = build_header(head, descr, ndim, shape, &count);
+    *len = nhead + count * itemsize;
+    *out = df_malloc(*len);
+    memcpy(*out, head, nhead);
+    if (count) memcpy(*out + nhead, data, count * itemsize);
 }
