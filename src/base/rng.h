@@ -33,6 +33,10 @@ enum {
     DF_STREAM_EPS = 0x31,     /* training: noise of step b */
     DF_STREAM_SHUFFLE = 0x40, /* data order of epoch a */
     DF_STREAM_FLIP = 0x41,    /* flips of epoch a */
+    DF_STREAM_TOY_DATA = 0x50, /* 2-D toy points (a = split, b = dataset) */
+    DF_STREAM_TOY_FIT = 0x51,  /* toy: samples of the Gaussian fitted to the data */
+    DF_STREAM_TOY_PROJ = 0x52, /* toy: the sliced Wasserstein directions */
+    DF_STREAM_TOY_FWD = 0x53,  /* toy: the noise of the forward-process figure */
     DF_STREAM_TEST = 0x7e,    /* tests */
 };
 

@@ -11,5 +11,6 @@ int cmd_decode(int argc, char **argv);
 int cmd_interpolate(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
+int cmd_toy(int argc, char **argv);
 
 #endif

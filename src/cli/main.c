@@ -18,6 +18,7 @@ static const struct {
     {"interpolate", cmd_interpolate, "decode spherical interpolations between two seeds' noises"},
     {"plot", cmd_plot, "draw a run's loss curve (RUN/metrics.csv) as a PNG"},
     {"bench", cmd_bench, "throughput of a model's forward or training step, and the GEMM peak"},
+    {"toy", cmd_toy, "train a small MLP diffusion model on 2-D toy points; figures and a distance"},
     {"info", cmd_info, "parameters, forward GFLOPs and memory of a preset, config or model folder"},
 };
 

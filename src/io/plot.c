@@ -630,3 +630,17 @@ int df_plot_metrics_csv(const char *csv_path, const char *png_path, const char *
     df_free(y);
     return rc;
 }
+
+/* ---- drawing primitives for other figures (scatter.c) ---- */
+
+int df_plot_text_width(const char *s, int scale) { return text_width(s, scale); }
+
+void df_plot_text(unsigned char *px, int w, int h, int x, int y, const char *s, int scale, const unsigned char rgb[3]) {
+    canvas cv = {px, w, h};
+    draw_text(&cv, x, y, s, scale, rgb, 0);
+}
+
+void df_plot_fill_rect(unsigned char *px, int w, int h, int x0, int y0, int x1, int y1, const unsigned char rgb[3]) {
+    canvas cv = {px, w, h};
+    fill_rect(&cv, x0, y0, x1, y1, rgb);
+}

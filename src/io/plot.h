@@ -87,4 +87,14 @@ void df_plot_axis_log(df_plot_axis *a, double dmin, double dmax, int target);
  * of zero print as "0". step > 0 (a log tick passes its own value). */
 void df_plot_tick_label(char *buf, size_t cap, double v, double step);
 
+/* ---- drawing primitives (for other figures drawn into an RGB buffer px of w x h pixels) ---- */
+
+/* The width in pixels of text s in the built-in font, one font pixel drawn as scale x scale pixels. */
+int df_plot_text_width(const char *s, int scale);
+/* Draws text s with the top left of its first glyph cell at (x, y); what falls outside the image is clipped.
+ * A line is FONT_H * scale pixels tall, capitals FONT_CAP * scale (io/plot_font.h). */
+void df_plot_text(unsigned char *px, int w, int h, int x, int y, const char *s, int scale, const unsigned char rgb[3]);
+/* Fills the rectangle [x0, x1] x [y0, y1] (inclusive, clipped) with colour rgb. */
+void df_plot_fill_rect(unsigned char *px, int w, int h, int x0, int y0, int x1, int y1, const unsigned char rgb[3]);
+
 #endif
