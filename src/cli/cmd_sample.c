@@ -9,17 +9,19 @@
 #include "cli/sampling.h"
 #include "io/image.h"
 #include "io/images_out.h"
+#include "eval/fid_features.h"
 
 static const char usage[] =
     "usage: diffuse sample --model RUN [--sampler ddim|ddpm] [--steps S] [--eta E] [--n N] [--seed K] --out OUT\n\n"
     "Samples N images from a run folder or diffusers UNet2DModel/pipeline folder. DDPM is Ho et al.'s\n"
     "ancestral sampler (variance from the scheduler config); DDIM is Song et al.'s eq. 12 over S of the T\n"
     "steps (eta = 0: deterministic). OUT: grid.png, DIR/ (one PNG per image) or x.npy (uint8).\n"
-    "Image i of seed K is the same whatever --batch and --threads are.";
+    "Image i of seed K is the same whatever --batch and --threads are. --fid REF then reports the FID of the\n"
+    "N images (as 8-bit pixels) against REF (e.g. fashion-mnist; see diffuse fid --help).";
 
 int cmd_sample(int argc, char **argv) {
     const char *model = NULL, *sampler = "ddim", *spacing = "leading", *out = NULL, *clip = "auto";
-    const char *traj = NULL, *traj_x0 = NULL;
+    const char *traj = NULL, *traj_x0 = NULL, *fid_ref = NULL, *fid_net = NULL;
     int steps = 0, n = 16, seed = 0, batch = 16, threads = 0, sigma_hat = 0, traj_n = 8;
     double eta = 0;
     const df_flag flags[] = {
@@ -34,7 +36,9 @@ int cmd_sample(int argc, char **argv) {
         {"seed", FL_INT, "0", "seed: image i of seed K is fixed", &seed},
         {"batch", FL_INT, "16", "images per model call (does not change the images)", &batch},
         {"threads", FL_INT, "0", "threads (0: OMP_NUM_THREADS if set, else all cores)", &threads},
-        {"out", FL_STRING, NULL, "grid.png, DIR/ or x.npy (required)", &out},
+        {"out", FL_STRING, NULL, "grid.png, DIR/ or x.npy (required unless --fid is given)", &out},
+        {"fid", FL_STRING, NULL, "report the FID of the samples against this source (fashion-mnist, stats.npz, ...)", &fid_ref},
+        {"fid-features", FL_STRING, NULL, "the FID feature network (default: models/fid-fashion-mnist)", &fid_net},
         {"trajectory", FL_STRING, NULL, "also draw x at 10 evenly spaced steps of the chain (PNG)", &traj},
         {"trajectory-x0", FL_STRING, NULL, "also draw the predicted x0 at those steps (PNG)", &traj_x0},
         {"trajectory-n", FL_INT, "8", "how many samples the trajectory figures show", &traj_n},
@@ -45,8 +49,8 @@ int cmd_sample(int argc, char **argv) {
     if (rc) return rc < 0 ? 1 : 0;
 #define BAD(...) (fprintf(stderr, "diffuse sample: " __VA_ARGS__), fprintf(stderr, "\n"), 1)
     if (!model) return BAD("--model is required (a run folder or diffusers model folder)");
-    if (!out) return BAD("--out is required (grid.png, DIR/ or x.npy)");
-    if (df_check_images_path(out)) return BAD("%s", df_errmsg());
+    if (!out && !fid_ref) return BAD("--out is required (grid.png, DIR/ or x.npy), unless --fid is given");
+    if (out && df_check_images_path(out)) return BAD("%s", df_errmsg());
     if (traj && df_check_images_path(traj)) return BAD("--trajectory: %s", df_errmsg());
     if (traj_x0 && df_check_images_path(traj_x0)) return BAD("--trajectory-x0: %s", df_errmsg());
     df_sampler_kind kind;
@@ -78,6 +82,12 @@ int cmd_sample(int argc, char **argv) {
         df_free(taus);
         cli_free_model(&m);
         return BAD("--steps/--spacing: %s", df_errmsg());
+    }
+    cli_fid fid;
+    if (fid_ref && cli_fid_prepare(&fid, fid_ref, fid_net, m.C, m.H, m.W, "sample")) {
+        df_free(taus);
+        cli_free_model(&m);
+        return 1;
     }
 
     /* the trajectory: 10 evenly spaced steps of the first batch */
@@ -129,16 +139,20 @@ int cmd_sample(int argc, char **argv) {
     }
     cli_progress_end(&prog);
     double dt = df_time() - t0;
-    if (rc == 0 && df_write_images(out, x, N, m.C, m.H, m.W, 0)) {
+    if (rc == 0 && out && df_write_images(out, x, N, m.C, m.H, m.W, 0)) {
         fprintf(stderr, "diffuse sample: %s\n", df_errmsg());
         rc = 1;
     }
     if (rc == 0) {
-        printf("%d images, %s %d steps%s, in %.1f s (%.2f images/s): %s\n", n, sampler, S,
-               kind == DF_SAMPLER_DDIM ? (sigma_hat ? " sigma-hat" : eta > 0 ? " eta>0" : " eta 0") : "", dt, N / dt, out);
+        char how[32] = "";
+        if (kind == DF_SAMPLER_DDIM) snprintf(how, sizeof how, sigma_hat ? " sigma-hat" : " eta %g", eta);
+        printf("%d images, %s %d steps%s, in %.1f s (%.2f images/s): %s\n", n, sampler, S, how, dt, N / dt,
+               out ? out : "(not saved)");
         if (traj) printf("trajectory: %s\n", traj);
         if (traj_x0) printf("predicted-x0 trajectory: %s\n", traj_x0);
     }
+    if (rc == 0 && fid_ref) rc = cli_fid_report(&fid, x, N, "sample");
+    if (fid_ref) cli_fid_free(&fid);
     df_free(x), df_free(taus), df_free(rec);
     cli_free_model(&m);
     return rc;

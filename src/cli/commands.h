@@ -12,5 +12,7 @@ int cmd_interpolate(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_plot(int argc, char **argv);
 int cmd_toy(int argc, char **argv);
+int cmd_classifier(int argc, char **argv);
+int cmd_fid(int argc, char **argv);
 
 #endif

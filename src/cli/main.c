@@ -16,6 +16,8 @@ static const struct {
     {"encode", cmd_encode, "DDIM inversion: images to latents x_T (deterministic ODE)"},
     {"decode", cmd_decode, "latents x_T back to images; with --reference, the reconstruction error"},
     {"interpolate", cmd_interpolate, "decode spherical interpolations between two seeds' noises"},
+    {"fid", cmd_fid, "FID between image folders, .npy arrays, datasets or statistics files"},
+    {"classifier", cmd_classifier, "train the FID feature network (a small CNN) on a labelled dataset"},
     {"plot", cmd_plot, "draw a run's loss curve (RUN/metrics.csv) as a PNG"},
     {"bench", cmd_bench, "throughput of a model's forward or training step, and the GEMM peak"},
     {"toy", cmd_toy, "train a small MLP diffusion model on 2-D toy points; figures and a distance"},

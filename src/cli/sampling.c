@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "base/base.h"
+#include "eval/fid_features.h"
 #include "io/run.h"
 
 int cli_load_model(cli_model *m, const char *folder, const char *cmd) {
@@ -59,4 +60,55 @@ int cli_clip(const char *v, int sched_default, int *out) {
     else if (!strcmp(v, "false") || !strcmp(v, "0")) *out = 0;
     else return df_error("--clip-sample must be auto, true or false, got '%s'", v);
     return 0;
+}
+
+int cli_fid_prepare(cli_fid *f, const char *ref, const char *net_dir, size_t C, size_t H, size_t W, const char *cmd) {
+    memset(f, 0, sizeof *f);
+    f->C = C, f->H = H, f->W = W;
+    if (net_dir) snprintf(f->dir, sizeof f->dir, "%s", net_dir);
+    else if (df_fid_default_features(f->dir, sizeof f->dir)) return fprintf(stderr, "diffuse %s: %s\n", cmd, df_errmsg()), 1;
+    df_classifier *net = df_classifier_load(f->dir);
+    if (!net) return fprintf(stderr, "diffuse %s: %s\n", cmd, df_errmsg()), 1;
+    f->net = (struct df_classifier_s *)net;
+    const df_clf_config *c = &net->cfg;
+    if ((int)C != c->in_channels || (int)H != c->resolution || (int)W != c->resolution) {
+        fprintf(stderr, "diffuse %s: --fid: the model makes %zux%zux%zu images; the FID feature network in %s takes "
+                "%dx%dx%d\n", cmd, H, W, C, f->dir, c->resolution, c->resolution, c->in_channels);
+        cli_fid_free(f);
+        return 1;
+    }
+    f->ref = df_calloc(1, sizeof(df_fid_stats));
+    if (df_fid_stats_source(net, f->dir, ref, NULL, f->ref, f->what, sizeof f->what)) {
+        fprintf(stderr, "diffuse %s: --fid %s: %s\n", cmd, ref, df_errmsg());
+        cli_fid_free(f);
+        return 1;
+    }
+    return 0;
+}
+
+int cli_fid_report(cli_fid *f, const float *x, size_t n, const char *cmd) {
+    df_classifier *net = (df_classifier *)f->net;
+    size_t per = f->C * f->H * f->W;
+    float *q = df_malloc(n * per * sizeof(float));
+    for (size_t i = 0; i < n * per; i++) { /* what an 8-bit file holds: round((x + 1) * 127.5), clamped */
+        float v = (x[i] + 1.0f) * 127.5f;
+        v = v < 0 ? 0 : v > 255 ? 255 : v;
+        q[i] = (float)(int)(v + 0.5f) / 127.5f - 1.0f;
+    }
+    df_fid_stats a = {0};
+    double fid = 0;
+    int rc = df_fid_stats_images(net, q, n, f->C, f->H, f->W, "fid features", &a);
+    if (rc == 0) rc = df_fid_distance(&a, f->ref, &fid);
+    if (rc) fprintf(stderr, "diffuse %s: FID: %s\n", cmd, df_errmsg());
+    else printf("FID %.6g: %zu samples against %s; features %s (%d)\n", fid, n, f->what, f->dir, net->cfg.hidden);
+    df_fid_stats_free(&a);
+    df_free(q);
+    return rc ? 1 : 0;
+}
+
+void cli_fid_free(cli_fid *f) {
+    df_classifier_free((df_classifier *)f->net);
+    if (f->ref) df_fid_stats_free(f->ref);
+    df_free(f->ref);
+    memset(f, 0, sizeof *f);
 }

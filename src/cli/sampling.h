@@ -34,4 +34,18 @@ void cli_progress_end(cli_steps_progress *p);
 /* Parses --clip-sample auto|true|false into the effective setting (auto: the scheduler's). */
 int cli_clip(const char *v, int sched_default, int *out);
 
+/* FID of generated images against a reference (diffuse sample --fid, the DDIM table): prepare loads the
+ * feature network (net_dir, NULL: the default), checks it takes C x H x W images, and gets the reference
+ * statistics of `ref` (see diffuse fid) BEFORE any sampling; report prints the FID of n images x (n, C, H, W)
+ * in [-1, 1], taken as the 8-bit pixels they are saved as. Both return 0, or 1 after printing the error. */
+typedef struct {
+    struct df_classifier_s *net;
+    char dir[4096], what[4600];
+    size_t C, H, W;
+    void *ref; /* df_fid_stats */
+} cli_fid;
+int cli_fid_prepare(cli_fid *f, const char *ref, const char *net_dir, size_t C, size_t H, size_t W, const char *cmd);
+int cli_fid_report(cli_fid *f, const float *x, size_t n, const char *cmd);
+void cli_fid_free(cli_fid *f);
+
 #endif

@@ -30,7 +30,7 @@ static int is_file(const char *path) {
 static int find_idx(char *out, size_t cap, const char *dir, const char *file) {
     char alt[64];
     snprintf(alt, sizeof alt, "%s", file);
-    char *dash = strstr(alt, "-idx3");
+    char *dash = strstr(alt, "-idx");
     if (dash) *dash = '.';
     const char *names[2] = {file, alt};
     for (int k = 0; k < 4; k++) {
@@ -52,6 +52,13 @@ static int load_preset(df_dataset *d, size_t k, const char *data_dir) {
                         presets[k].name, file, dir, file);
     }
     if (df_dataset_load_idx(d, path) != 0) return df_error_wrap("%s", presets[k].name);
+    char lfile[64], *at;
+    snprintf(lfile, sizeof lfile, "%s", file);
+    if ((at = strstr(lfile, "images-idx3"))) memcpy(at, "labels-idx1", 11);
+    if (find_idx(path, sizeof path, dir, lfile) && df_dataset_load_idx_labels(d, path) != 0) {
+        df_dataset_free(d);
+        return df_error_wrap("%s", presets[k].name);
+    }
     snprintf(d->source, sizeof d->source, "%s", presets[k].name);
     return 0;
 }
@@ -127,6 +134,7 @@ int df_dataset_load(df_dataset *d, const char *spec, const char *data_dir, int r
 
 void df_dataset_free(df_dataset *d) {
     df_free(d->pixels);
+    df_free(d->labels);
     memset(d, 0, sizeof *d);
 }
 

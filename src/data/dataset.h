@@ -22,6 +22,7 @@ typedef struct {
     uint8_t *pixels;  /* n * c * h * w bytes, NCHW planar, df_malloc'd */
     char source[512]; /* what was loaded: the preset name or the path */
     size_t skipped;   /* image folders: files that could not be decoded and were left out */
+    uint8_t *labels;  /* class labels (n bytes) where the source has them (the named IDX datasets), else NULL */
 } df_dataset;
 
 /* ---- loading ---- */
@@ -53,6 +54,9 @@ int df_dataset_check_model(const df_dataset *d, int model_channels, int model_re
 
 /* An IDX file of unsigned bytes with 3 dimensions (N, rows, cols), gzip-compressed or raw. */
 int df_dataset_load_idx(df_dataset *d, const char *path);
+/* An IDX labels file (magic 00 00 08 01: N unsigned bytes), gzip-compressed or raw, into d->labels; its count
+ * must equal d->n. */
+int df_dataset_load_idx_labels(df_dataset *d, const char *path);
 /* A CIFAR-10 binary batch (records of 1 label byte + 3072 bytes of 32x32 RGB planar), or a folder holding
  * data_batch_1.bin .. data_batch_5.bin (directly or in cifar-10-batches-bin/), read in that order. */
 int df_dataset_load_cifar(df_dataset *d, const char *path);
@@ -88,6 +92,8 @@ void df_loader_seek(df_loader *l, uint64_t epoch, uint64_t pos);
 /* Fills x (B, c, h, w) with the next B images as floats pixel / 127.5 - 1, crossing into the next epoch's
  * permutation when this one runs out, and advances the state by B. */
 void df_loader_next(df_loader *l, float *x, size_t B);
+/* The same, and y (B) receives the images' labels (the dataset must have labels). */
+void df_loader_next_labeled(df_loader *l, float *x, int *y, size_t B);
 void df_loader_free(df_loader *l);
 
 #endif

@@ -92,3 +92,32 @@ int df_dataset_load_idx(df_dataset *d, const char *path) {
     snprintf(d->source, sizeof d->source, "%s", path);
     return 0;
 }
+
+int df_dataset_load_idx_labels(df_dataset *d, const char *path) {
+    errno = 0;
+    gzFile gz = gzopen(path, "rb");
+    if (!gz) return df_error("cannot open '%s': %s", path, errno ? strerror(errno) : "out of memory");
+    unsigned char hd[8];
+    long long got = gz_read_all(gz, hd, sizeof hd, path);
+    int rc = got < 0 ? -1 : 0;
+    if (rc == 0 && (got < 8 || hd[0] != 0 || hd[1] != 0 || hd[2] != 0x08 || hd[3] != 1))
+        rc = df_error("'%s' is not an IDX labels file (those start with the bytes 00 00 08 01 and a count)", path);
+    if (rc == 0 && be32(hd + 4) != d->n)
+        rc = df_error("'%s' holds %zu labels for %zu images; the two files do not belong together", path,
+                      be32(hd + 4), d->n);
+    uint8_t *labels = rc ? NULL : df_malloc(d->n);
+    if (rc == 0) {
+        got = gz_read_all(gz, labels, d->n, path);
+        if (got >= 0 && (size_t)got < d->n)
+            df_error("'%s' is truncated: %zu labels promised, %lld present", path, d->n, got);
+        if (got < 0 || (size_t)got < d->n) rc = -1;
+    }
+    gzclose(gz);
+    if (rc) {
+        df_free(labels);
+        return -1;
+    }
+    df_free(d->labels);
+    d->labels = labels;
+    return 0;
+}

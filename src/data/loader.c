@@ -37,10 +37,12 @@ void df_loader_seek(df_loader *l, uint64_t epoch, uint64_t pos) {
     l->epoch = epoch, l->pos = pos;
 }
 
-void df_loader_next(df_loader *l, float *x, size_t B) {
+void df_loader_next_labeled(df_loader *l, float *x, int *y, size_t B) {
     const df_dataset *d = l->d;
     size_t c = d->c, h = d->h, w = d->w, per = c * h * w;
+    DF_CHECK(!y || d->labels, "labels asked of a dataset without them");
     for (size_t b = 0; b < B; b++) {
+        if (y) y[b] = d->labels[l->perm[l->pos]];
         const uint8_t *src = d->pixels + (size_t)l->perm[l->pos] * per;
         float *dst = x + b * per;
         uint64_t flip_stream = df_stream(DF_STREAM_FLIP, (uint32_t)l->epoch, 0);
@@ -60,6 +62,8 @@ void df_loader_next(df_loader *l, float *x, size_t B) {
         }
     }
 }
+
+void df_loader_next(df_loader *l, float *x, size_t B) { df_loader_next_labeled(l, x, NULL, B); }
 
 void df_loader_free(df_loader *l) {
     df_free(l->perm);

@@ -119,6 +119,7 @@ static int unary(df_graph *g, df_opkind kind, int x) {
 }
 
 int g_silu(df_graph *g, int x) { return unary(g, OP_SILU, x); }
+int g_relu(df_graph *g, int x) { return unary(g, OP_RELU, x); }
 int g_upsample2x(df_graph *g, int x) {
     df_tensor tx = g->t[x];
     df_op *op = new_op(g, OP_UPSAMPLE2X, x, -1, -1);
@@ -244,15 +245,15 @@ void df_graph_plan(df_graph *g) {
         if (g->t[i].producer < 0) g->t[i].last_use = g->nops; /* inputs stay for the whole pass */
 
     if (g->train) {
-        /* activations: a tensor some backward reads (the input of a convolution, linear, group norm, SiLU or
-         * attention, and every saved statistic) stays for the whole pass; the others (an add's, concat's,
+        /* activations: a tensor some backward reads (the input of a convolution, linear, group norm, SiLU, ReLU
+         * or attention, and every saved statistic) stays for the whole pass; the others (an add's, concat's,
          * upsampling's inputs...) live only from their producer to their last reader */
         int *keep_until = df_malloc((size_t)g->nt * sizeof(int));
         for (int i = 0; i < g->nt; i++) keep_until[i] = g->t[i].is_aux ? g->nops : g->t[i].last_use;
         for (int i = 0; i < g->nops; i++) {
             const df_op *op = &g->ops[i];
             int reads_inputs = op->kind == OP_CONV2D || op->kind == OP_LINEAR || op->kind == OP_GROUPNORM ||
-                               op->kind == OP_SILU || op->kind == OP_ATTENTION;
+                               op->kind == OP_SILU || op->kind == OP_RELU || op->kind == OP_ATTENTION;
             for (int k = 0; k < 3 && reads_inputs; k++)
                 if (op->in[k] >= 0) keep_until[op->in[k]] = g->nops;
         }

@@ -23,6 +23,7 @@ typedef enum {
     OP_LINEAR,
     OP_GROUPNORM,
     OP_SILU,
+    OP_RELU,
     OP_ADD,
     OP_SCALE,
     OP_ADD_CHANNEL,
@@ -80,6 +81,7 @@ int g_conv(df_graph *g, int x, int w, int b, size_t stride, size_t pt, size_t pb
 int g_linear(df_graph *g, int x, int w, int b);
 int g_groupnorm(df_graph *g, int x, int gamma, int beta, size_t groups, float eps);
 int g_silu(df_graph *g, int x);
+int g_relu(df_graph *g, int x);
 int g_add(df_graph *g, int a, int b);
 int g_scale(df_graph *g, int x, float s);
 int g_add_channel(df_graph *g, int x, int v);

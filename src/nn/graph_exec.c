@@ -46,6 +46,7 @@ void df_graph_forward(df_graph *g) {
                               a->h * a->w, op->groups, op->eps);
         } break;
         case OP_SILU: silu_forward(y->data, a->data, a->numel); break;
+        case OP_RELU: relu_forward(y->data, a->data, a->numel); break;
         case OP_ADD: add_forward(y->data, a->data, b->data, a->numel); break;
         case OP_SCALE: scale_forward(y->data, a->data, op->s, a->numel); break;
         case OP_ADD_CHANNEL: add_channel_forward(y->data, a->data, b->data, a->n, a->c, a->h * a->w); break;
@@ -96,6 +97,7 @@ void df_graph_backward(df_graph *g, const float *dout) {
                                a->n, a->c, a->h * a->w, op->groups);
         } break;
         case OP_SILU: silu_backward(a->grad, dy, a->data, a->numel); break;
+        case OP_RELU: relu_backward(a->grad, dy, a->data, a->numel); break;
         case OP_ADD: add_backward(a->grad, b->grad, dy, a->numel); break;
         case OP_SCALE: scale_backward(a->grad, dy, op->s, a->numel); break;
         case OP_ADD_CHANNEL: add_channel_backward(a->grad, b->grad, dy, a->n, a->c, a->h * a->w); break;

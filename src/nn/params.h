@@ -41,4 +41,19 @@ static inline float *df_param_grad(const df_params *ps, int i) { return ps->grad
 const char *df_shape_str(char *buf, size_t cap, int ndim, const int64_t *shape);
 void df_params_free(df_params *ps);
 
+/* ---- initialisation, load, save (params_io.c) ---- */
+
+/* PyTorch's default initialisation for every parameter: a conv or linear `.weight` (ndim >= 2) and its sibling
+ * `.bias` are uniform in +-1/sqrt(fan_in) (fan_in = numel / shape[0]); any other `.weight` (norms) is 1 and
+ * any other tensor 0. Parameter i draws from stream (DF_STREAM_INIT, i) of seed. */
+void df_params_init_torch(df_params *ps, uint64_t seed);
+
+/* An alternative name a file may use for a parameter (e.g. old attention names); NULL if none. */
+typedef const char *(*df_alt_name_fn)(const char *name, char *buf, size_t cap);
+/* Loads every parameter from a safetensors file (F32, F16 or BF16, shapes checked) by name, or by alt's name
+ * (alt may be NULL). A missing, extra or misshapen tensor is an error naming it; the table is unchanged then. */
+int df_params_load(df_params *ps, const char *path, df_alt_name_fn alt);
+/* Writes the table as F32 safetensors under its names (atomically), with metadata {"format": "pt"}. */
+int df_params_save(const df_params *ps, const char *path);
+
 #endif

@@ -9,7 +9,6 @@
 
 #include "base/base.h"
 #include "base/rng.h"
-#include "io/safetensors.h"
 
 /* ---- builder ---- */
 
@@ -214,35 +213,7 @@ void df_unet_zero_grads(df_unet *m) {
     df_params_zero_grad(&m->params);
 }
 
-static int ends_with(const char *s, const char *suffix) {
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && strcmp(s + a - b, suffix) == 0;
-}
-
-void df_unet_init_weights(df_unet *m, uint64_t seed) {
-    df_params *ps = &m->params;
-    for (size_t i = 0; i < ps->n; i++) {
-        const df_param *p = &ps->p[i];
-        float *w = ps->data + p->offset;
-        double fan_in = 0;
-        if (ends_with(p->name, ".weight") && p->ndim >= 2) {
-            fan_in = (double)(p->numel / (size_t)p->shape[0]);
-        } else if (ends_with(p->name, ".bias")) { /* the fan-in of the sibling weight, if it is a conv/linear */
-            char wname[DF_PARAM_NAME];
-            snprintf(wname, sizeof wname, "%.*s.weight", (int)(strlen(p->name) - 5), p->name);
-            int wi = df_params_find(ps, wname);
-            if (wi >= 0 && ps->p[wi].ndim >= 2) fan_in = (double)(ps->p[wi].numel / (size_t)ps->p[wi].shape[0]);
-        }
-        if (fan_in > 0) {
-            float bound = (float)(1.0 / sqrt(fan_in));
-            df_rng_uniform(w, p->numel, seed, df_stream(DF_STREAM_INIT, (uint32_t)i, 0), 0);
-            for (size_t k = 0; k < p->numel; k++) w[k] = bound * (2 * w[k] - 1);
-        } else { /* group norm: weight 1, bias 0 */
-            float v = ends_with(p->name, ".weight") ? 1.0f : 0.0f;
-            for (size_t k = 0; k < p->numel; k++) w[k] = v;
-        }
-    }
-}
+void df_unet_init_weights(df_unet *m, uint64_t seed) { df_params_init_torch(&m->params, seed); }
 
 const char *df_unet_old_attention_name(const char *name, char *buf, size_t cap) {
     static const char *const map[][2] = {
@@ -258,65 +229,13 @@ const char *df_unet_old_attention_name(const char *name, char *buf, size_t cap) 
     return NULL;
 }
 
-int df_unet_load(df_unet *m, const char *path) {
-    st_file f;
-    if (st_open(&f, path)) return -1;
-    df_params *ps = &m->params;
-    float *tmp = df_malloc(ps->total * sizeof(float));
-    size_t used = 0;
-    int rc = 0;
-    for (size_t i = 0; i < ps->n && rc == 0; i++) {
-        const df_param *p = &ps->p[i];
-        const char *name = p->name;
-        char old[DF_PARAM_NAME];
-        if (!st_find(&f, name) && df_unet_old_attention_name(name, old, sizeof old) && st_find(&f, old)) name = old;
-        if (!st_find(&f, name)) {
-            rc = df_error("%s: tensor '%s' is missing (the model's config expects it; was the folder saved from a "
-                          "different config?)", path, p->name);
-            break;
-        }
-        rc = st_read_f32(&f, name, tmp + p->offset, p->ndim, p->shape);
-        used++;
-    }
-    if (rc == 0 && used != f.n) {
-        for (size_t k = 0; k < f.n; k++) {
-            const char *tn = f.tensors[k].name;
-            int known = df_params_find(ps, tn) >= 0;
-            for (size_t i = 0; i < ps->n && !known; i++) {
-                char old[DF_PARAM_NAME];
-                const char *o = df_unet_old_attention_name(ps->p[i].name, old, sizeof old);
-                known = o && strcmp(o, tn) == 0;
-            }
-            if (!known) {
-                rc = df_error("%s: unexpected tensor '%s' that the model's config does not have (config and weights "
-                              "do not match)", path, tn);
-                break;
-            }
-        }
-        if (rc == 0) rc = df_error("%s: holds %zu tensors for %zu parameters (both attention namings at once?)",
-                                   path, f.n, ps->n);
-    }
-    if (rc == 0) memcpy(ps->data, tmp, ps->total * sizeof(float));
-    df_free(tmp);
-    st_close(&f);
-    return rc;
+static const char *old_name(const char *name, char *buf, size_t cap) {
+    return df_unet_old_attention_name(name, buf, cap);
 }
 
-int df_unet_save(const df_unet *m, const char *path) {
-    const df_params *ps = &m->params;
-    st_entry *e = df_calloc(ps->n, sizeof *e);
-    for (size_t i = 0; i < ps->n; i++) {
-        e[i].name = ps->p[i].name;
-        e[i].dtype = ST_F32;
-        e[i].ndim = ps->p[i].ndim;
-        memcpy(e[i].shape, ps->p[i].shape, sizeof ps->p[i].shape);
-        e[i].data = ps->data + ps->p[i].offset;
-    }
-    static const char *const meta[] = {"format", "pt"};
-    int rc = st_write(path, e, ps->n, meta, 1);
-    df_free(e);
-    return rc;
-}
+int df_unet_load(df_unet *m, const char *path) { return df_params_load(&m->params, path, old_name); }
+
+int df_unet_save(const df_unet *m, const char *path) { return df_params_save(&m->params, path); }
 
 /* ---- running ---- */
 
