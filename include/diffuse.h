@@ -18,8 +18,17 @@
 const char *df_errmsg(void);
 void df_set_threads(int n);
 
-/* ---- U-Net configuration (diffusers UNet2DModel) ---- */
+/* ---- U-Net configuration (diffusers UNet2DModel, or the DDIM report's SimpleUnet) ---- */
+typedef enum {
+    DF_ARCH_UNET2D = 0,  /* diffusers' UNet2DModel: every field below */
+    DF_ARCH_SIMPLE_UNET, /* the DDIM reproduction report's SimpleUnet (config.json "_class_name": "SimpleUnet"):
+                          * sample_size, in_channels, out_channels, block_out_channels as its down_channels
+                          * (levels = len(down_channels), levels - 1 down and as many up blocks),
+                          * time_embedding_dim as its time_emb_dim, norm_eps (BatchNorm's); the rest is unused */
+} df_arch;
+
 typedef struct {
+    df_arch arch;
     int sample_size, in_channels, out_channels;
     int levels; /* len(block_out_channels) */
     int block_out_channels[DF_MAX_LEVELS];
@@ -45,7 +54,7 @@ int df_unet_config_parse(df_unet_config *c, const char *json, const char *source
 char *df_unet_config_json(const df_unet_config *c);
 /* Checks the config's internal consistency (channels divisible by groups, resolution by 2^(levels-1)...). */
 int df_unet_config_check(const df_unet_config *c);
-/* Fills c with a named preset (fmnist-s, fmnist-m, cifar10-ddpm, celeba64-ddim, tiny). */
+/* Fills c with a named preset (fmnist-s, fmnist-m, cifar10-ddpm, celeba64-ddim, tiny, simple-unet). */
 int df_unet_preset(df_unet_config *c, const char *name);
 /* The preset names, NULL-terminated, and a one-line description of each. */
 extern const char *const df_preset_names[];
@@ -60,13 +69,26 @@ void df_unet_destroy(df_unet *m);
 const df_unet_config *df_unet_cfg(const df_unet *m);
 size_t df_unet_num_params(const df_unet *m);
 /* PyTorch's default initialisation (uniform +-1/sqrt(fan_in) for conv and linear weights and biases, ones
- * and zeros for group norm), from the counter-based RNG: the same seed gives the same weights. */
+ * and zeros for group and batch norm, fresh running statistics: mean 0, variance 1, no batches), from the
+ * counter-based RNG: the same seed gives the same weights. */
 void df_unet_init_weights(df_unet *m, uint64_t seed);
-/* Loads every parameter from a safetensors file (diffusers names; the old query/key/value/proj_attn names
- * of google/ddpm-* checkpoints are accepted). A missing, misshapen or unexpected tensor is an error. */
+/* Loads every parameter (and buffer) from a safetensors file (diffusers names; the old query/key/value/proj_attn
+ * names of google/ddpm-* checkpoints are accepted). A missing, misshapen or unexpected tensor is an error. */
 int df_unet_load(df_unet *m, const char *path);
-/* Saves every parameter, F32, under the current diffusers names, atomically. */
+/* Saves every parameter (and buffer), F32 (counters I64), under the current state-dict names, atomically. */
 int df_unet_save(const df_unet *m, const char *path);
+
+/* Buffers: state that is not a parameter, the BatchNorm running means and variances of a SimpleUnet (none in
+ * a UNet2DModel). Training forwards update them; gradients, the optimizer, clipping and EMA never see them.
+ * They are saved and loaded with the weights under their state-dict names (with num_batches_tracked, one
+ * int64 counter per norm). df_unet_buffers: df_unet_num_buffers floats (NULL if none); df_unet_counters:
+ * df_unet_num_counters counters. df_unet_copy_buffers copies both from src to dst (same config), e.g. into the
+ * EMA model, which samples with the trained model's running statistics. */
+size_t df_unet_num_buffers(const df_unet *m);
+float *df_unet_buffers(df_unet *m);
+size_t df_unet_num_counters(const df_unet *m);
+int64_t *df_unet_counters(df_unet *m);
+void df_unet_copy_buffers(df_unet *dst, const df_unet *src);
 
 /* Inference: out (B, out_channels, S, S) = unet(x (B, in_channels, S, S), t (B)). Stores no activations
  * beyond what the pass needs at once. */

@@ -196,7 +196,8 @@ TEST(unet_parameter_counts) {
         char *json = df_unet_config_json(&c);
         df_test_write_text(path, json);
         free(json);
-        snprintf(cmd, sizeof cmd, "/usr/bin/python3 " TWIN " %s --print-params", path);
+        snprintf(cmd, sizeof cmd, "/usr/bin/python3 %s %s --print-params",
+                 c.arch == DF_ARCH_SIMPLE_UNET ? "tests/ref/simple_unet_twin.py" : TWIN, path);
         FILE *p = popen(cmd, "r");
         size_t n = 0;
         EXPECT(p && fscanf(p, "params %zu", &n) == 1, "could not run %s", cmd);

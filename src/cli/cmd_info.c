@@ -9,6 +9,16 @@
 #include "io/file.h"
 
 static void print_config(const df_unet_config *c) {
+    if (c->arch == DF_ARCH_SIMPLE_UNET) {
+        printf("  image        %dx%dx%d -> %d channels\n", c->sample_size, c->sample_size, c->in_channels,
+               c->out_channels);
+        printf("  channels     ");
+        for (int i = 0; i < c->levels; i++) printf("%s%d", i ? "," : "", c->block_out_channels[i]);
+        printf(" (%d blocks down, %d up; no attention)\n", c->levels - 1, c->levels - 1);
+        printf("  norm         BatchNorm, eps %g, momentum 0.1; time embedding %d\n", c->norm_eps,
+               c->time_embedding_dim);
+        return;
+    }
     printf("  image        %dx%dx%d -> %d channels\n", c->sample_size, c->sample_size, c->in_channels, c->out_channels);
     printf("  channels     ");
     for (int i = 0; i < c->levels; i++) printf("%s%d", i ? "," : "", c->block_out_channels[i]);
@@ -27,7 +37,8 @@ int cmd_info(int argc, char **argv) {
     const char *preset = NULL, *model = NULL, *config = NULL;
     int json = 0;
     const df_flag flags[] = {
-        {"preset", FL_STRING, NULL, "a preset: fmnist-s, fmnist-m, cifar10-ddpm, celeba64-ddim, tiny", &preset},
+        {"preset", FL_STRING, NULL, "a preset: fmnist-s, fmnist-m, cifar10-ddpm, celeba64-ddim, tiny, simple-unet",
+         &preset},
         {"model", FL_STRING, NULL, "a run folder or diffusers UNet2DModel / pipeline folder", &model},
         {"config", FL_STRING, NULL, "a diffusers UNet2DModel config.json", &config},
         {"json", FL_BOOL, "0", "print the model's diffusers config.json instead", &json},
@@ -64,7 +75,7 @@ int cmd_info(int argc, char **argv) {
         return 0;
     }
     df_unet_cost k = df_unet_costs(&c);
-    printf("%s: UNet2DModel\n", what);
+    printf("%s: %s\n", what, c.arch == DF_ARCH_SIMPLE_UNET ? "SimpleUnet" : "UNet2DModel");
     print_config(&c);
     printf("  parameters   %zu (%.2f M, %.1f MB in FP32)\n", k.params, k.params / 1e6, k.params * 4 / 1e6);
     printf("  forward      %.3f GFLOP per image\n", k.gflops_per_image);

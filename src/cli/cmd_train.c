@@ -51,8 +51,9 @@ int cmd_train(int argc, char **argv) {
         {"data", FL_STRING, "fashion-mnist", "the training images (see above)", &data},
         {"data-dir", FL_STRING, NULL, "folder holding the fashion-mnist / mnist IDX files", &data_dir},
         {"out", FL_STRING, NULL, "the run folder to write (required)", &out},
-        {"preset", FL_STRING, NULL, "model preset: fmnist-s (default), fmnist-m, cifar10-ddpm, celeba64-ddim, tiny", &preset},
-        {"config", FL_STRING, NULL, "a diffusers UNet2DModel config.json instead of a preset", &config},
+        {"preset", FL_STRING, NULL, "model preset: fmnist-s (default), fmnist-m, cifar10-ddpm, celeba64-ddim, tiny, "
+         "simple-unet", &preset},
+        {"config", FL_STRING, NULL, "a UNet2DModel (or SimpleUnet) config.json instead of a preset", &config},
         {"resolution", FL_INT, "0", "resize and centre-crop images to this size (0: the model's)", &resolution},
         {"channels", FL_INT, "0", "1 (grey) or 3 (RGB) (0: the model's)", &channels},
         {"flip", FL_BOOL, "1", "random left-right flips (--no-flip to disable)", &flip},

@@ -24,9 +24,14 @@ int df_run_save_pipeline(const char *dir, const df_unet *m, const df_schedule *s
     if (df_mkdirs(path)) return -1;
     snprintf(path, sizeof path, "%s/scheduler", dir);
     if (df_mkdirs(path)) return -1;
-    static const char index[] = "{\n  \"_class_name\": \"DDPMPipeline\",\n  \"_diffusers_version\": \"0.25.0\",\n"
-                                "  \"scheduler\": [\n    \"diffusers\",\n    \"DDPMScheduler\"\n  ],\n"
-                                "  \"unet\": [\n    \"diffusers\",\n    \"UNet2DModel\"\n  ]\n}\n";
+    /* a SimpleUnet is no diffusers class: the index names it as the report's module (library "diffuse") */
+    int simple = df_unet_cfg(m)->arch == DF_ARCH_SIMPLE_UNET;
+    char index[512];
+    int len = snprintf(index, sizeof index,
+                       "{\n  \"_class_name\": \"DDPMPipeline\",\n  \"_diffusers_version\": \"0.25.0\",\n"
+                       "  \"scheduler\": [\n    \"diffusers\",\n    \"DDPMScheduler\"\n  ],\n"
+                       "  \"unet\": [\n    \"%s\",\n    \"%s\"\n  ]\n}\n",
+                       simple ? "diffuse" : "diffusers", simple ? "SimpleUnet" : "UNet2DModel");
     snprintf(path, sizeof path, "%s/unet/diffusion_pytorch_model.safetensors", dir);
     if (df_unet_save(m, path)) return -1;
     snprintf(path, sizeof path, "%s/unet/config.json", dir);
@@ -34,7 +39,7 @@ int df_run_save_pipeline(const char *dir, const df_unet *m, const df_schedule *s
     snprintf(path, sizeof path, "%s/scheduler/scheduler_config.json", dir);
     if (write_text(path, df_schedule_json(s))) return -1;
     snprintf(path, sizeof path, "%s/model_index.json", dir);
-    return df_write_file_atomic(path, index, sizeof index - 1);
+    return df_write_file_atomic(path, index, (size_t)len);
 }
 
 int df_run_load_schedule(const char *dir, df_schedule *s, int allow_missing) {

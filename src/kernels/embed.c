@@ -58,3 +58,21 @@ void timestep_embedding(float *out, const float *t, size_t N, size_t dim, int fl
     if (dim % 2)
         for (size_t n = 0; n < N; n++) out[n * dim + dim - 1] = 0;
 }
+
+/* sinusoidal_embedding: out[n] = [sin(t[n] f_0..f_{half-1}), cos(t[n] f_0..f_{half-1})] with
+ * f_i = exp(i * c), c = -(ln(10000) / (half - 1)) computed in double and rounded to float32 once, as
+ * torch.arange(half) * -c promotes it; then i * c in float32, torch's exp, and t * f. Overwrites out (N, dim). */
+void sinusoidal_embedding(float *out, const float *t, size_t N, size_t dim) {
+    /* out (N, dim) <- t (N) */
+    size_t half = dim / 2;
+    DF_CHECK(dim % 2 == 0 && half >= 2, "sinusoidal_embedding: dim %zu must be even and at least 4", dim);
+    float c = (float)(-(log(10000.0) / (double)(half - 1)));
+    for (size_t i = 0; i < half; i++) {
+        float f = torch_expf((float)i * c);
+        for (size_t n = 0; n < N; n++) {
+            float a = t[n] * f;
+            out[n * dim + i] = sinf(a);
+            out[n * dim + half + i] = cosf(a);
+        }
+    }
+}

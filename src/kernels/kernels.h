@@ -145,6 +145,12 @@ void attention_forward_ref(float *out, float *probs, const float *q, const float
  * out (N, dim); t (N) (float timesteps). No backward: timesteps are not differentiated. */
 void timestep_embedding(float *out, const float *t, size_t N, size_t dim, int flip_sin_to_cos,
                         float freq_shift, float max_period);
+/* The SinusoidalPositionEmbeddings of the DDIM reproduction report's SimpleUnet: half = dim/2 (>= 2, dim even),
+ * f_i = exp(i * -(ln(10000) / (half - 1))), emb = [sin(t f), cos(t f)]. Mathematically timestep_embedding with
+ * flip 0 and freq_shift 1, but rounded as that module computes it (i times one float32 constant, where
+ * diffusers multiplies by -ln(10000) and then divides), which moves 8 of the 16 frequencies of dim 32 by one
+ * ulp. out (N, dim); t (N). */
+void sinusoidal_embedding(float *out, const float *t, size_t N, size_t dim);
 
 /* ---- dropout ---- */
 /* Inverted dropout with a counter-based mask: element i is dropped when uniform(seed, stream, i) < p, else

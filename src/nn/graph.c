@@ -52,7 +52,7 @@ static df_op *new_op(df_graph *g, df_opkind kind, int in0, int in1, int in2) {
     memset(op, 0, sizeof *op);
     op->kind = kind;
     op->in[0] = in0, op->in[1] = in1, op->in[2] = in2;
-    op->out = op->aux = op->w = op->b = -1;
+    op->out = op->aux = op->w = op->b = op->rmean = op->rvar = -1;
     for (int i = 0; i < 3; i++) DF_CHECK(op->in[i] < g->nt, "op input %d is not a tensor yet", op->in[i]);
     return op;
 }
@@ -180,6 +180,43 @@ int g_timestep_embed(df_graph *g, int t, size_t dim, int flip_sin_to_cos, float 
     return finish(g, op, tt.n, dim, 1, 1);
 }
 
+int g_sinusoidal_embed(df_graph *g, int t, size_t dim) {
+    df_tensor tt = g->t[t];
+    DF_CHECK(tt.c * tt.h * tt.w == 1, "sinusoidal embedding takes one timestep per sample");
+    DF_CHECK(dim % 2 == 0 && dim >= 4, "sinusoidal embedding: dim %zu must be even and at least 4", dim);
+    df_op *op = new_op(g, OP_SINUSOIDAL_EMBED, t, -1, -1);
+    return finish(g, op, tt.n, dim, 1, 1);
+}
+
+int g_batchnorm(df_graph *g, int x, int gamma, int beta, int rmean, int rvar, float momentum, float eps) {
+    df_tensor tx = g->t[x];
+    DF_CHECK(g->buffers, "batch norm needs the graph's buffer table (g->buffers)");
+    DF_CHECK(rmean >= 0 && (size_t)rmean < g->buffers->n && g->buffers->p[rmean].numel == tx.c && rvar >= 0 &&
+                 (size_t)rvar < g->buffers->n && g->buffers->p[rvar].numel == tx.c,
+             "batch norm: running statistics %d, %d for %zu channels", rmean, rvar, tx.c);
+    DF_CHECK(gamma < 0 || param(g, gamma)->numel == tx.c, "batch norm: gamma size");
+    DF_CHECK(beta < 0 || param(g, beta)->numel == tx.c, "batch norm: beta size");
+    df_op *op = new_op(g, OP_BATCHNORM, x, -1, -1);
+    op->w = gamma, op->b = beta, op->rmean = rmean, op->rvar = rvar, op->s = momentum, op->eps = eps;
+    if (g->train) op->aux = new_tensor(g, 2, tx.c, 1, 1, 1); /* mean then rstd, (C) each */
+    return finish(g, op, tx.n, tx.c, tx.h, tx.w);
+}
+
+int g_convt(df_graph *g, int x, int w, int b, size_t stride, size_t pad) {
+    const df_tensor *tx = &g->t[x];
+    const df_param *pw = param(g, w);
+    DF_CHECK(pw->ndim == 4 && (size_t)pw->shape[0] == tx->c, "transposed conv %s expects %lld input channels, got %zu",
+             pw->name, (long long)pw->shape[0], tx->c);
+    DF_CHECK(b < 0 || param(g, b)->numel == (size_t)pw->shape[1], "transposed conv bias size");
+    size_t kh = (size_t)pw->shape[2], kw = (size_t)pw->shape[3];
+    DF_CHECK(stride >= 1 && (tx->h - 1) * stride + kh > 2 * pad && (tx->w - 1) * stride + kw > 2 * pad,
+             "transposed conv %s: empty output", pw->name);
+    df_op *op = new_op(g, OP_CONVT, x, -1, -1);
+    op->w = w, op->b = b, op->stride = stride, op->pad[0] = op->pad[1] = op->pad[2] = op->pad[3] = pad;
+    return finish(g, op, tx->n, (size_t)pw->shape[1], (tx->h - 1) * stride + kh - 2 * pad,
+                  (tx->w - 1) * stride + kw - 2 * pad);
+}
+
 /* ---- memory plan ---- */
 
 typedef struct {
@@ -245,15 +282,17 @@ void df_graph_plan(df_graph *g) {
         if (g->t[i].producer < 0) g->t[i].last_use = g->nops; /* inputs stay for the whole pass */
 
     if (g->train) {
-        /* activations: a tensor some backward reads (the input of a convolution, linear, group norm, SiLU, ReLU
-         * or attention, and every saved statistic) stays for the whole pass; the others (an add's, concat's,
-         * upsampling's inputs...) live only from their producer to their last reader */
+        /* activations: a tensor some backward reads (the input of a convolution, transposed convolution,
+         * linear, group or batch norm, SiLU, ReLU or attention, and every saved statistic) stays for the whole
+         * pass; the others (an add's, concat's, upsampling's inputs...) live only from their producer to their
+         * last reader */
         int *keep_until = df_malloc((size_t)g->nt * sizeof(int));
         for (int i = 0; i < g->nt; i++) keep_until[i] = g->t[i].is_aux ? g->nops : g->t[i].last_use;
         for (int i = 0; i < g->nops; i++) {
             const df_op *op = &g->ops[i];
             int reads_inputs = op->kind == OP_CONV2D || op->kind == OP_LINEAR || op->kind == OP_GROUPNORM ||
-                               op->kind == OP_SILU || op->kind == OP_RELU || op->kind == OP_ATTENTION;
+                               op->kind == OP_SILU || op->kind == OP_RELU || op->kind == OP_ATTENTION ||
+                               op->kind == OP_BATCHNORM || op->kind == OP_CONVT;
             for (int k = 0; k < 3 && reads_inputs; k++)
                 if (op->in[k] >= 0) keep_until[op->in[k]] = g->nops;
         }

@@ -3,8 +3,8 @@
  * A model is written as a builder (see unet.c) that calls g_conv, g_groupnorm, ... in forward order. The
  * builder both names the model's parameters and records the ops; df_graph_plan then lays every tensor out
  * in one arena:
- *   - training graphs keep every activation (and the statistics backward needs: group-norm mean/rstd,
- *     attention probabilities); gradients live only from the backward of a tensor's last reader to the
+ *   - training graphs keep every activation (and the statistics backward needs: group- and batch-norm
+ *     mean/rstd, attention probabilities); gradients live only from the backward of a tensor's last reader to the
  *     backward of its producer, and share memory by that lifetime;
  *   - inference graphs reuse memory: a tensor lives from the op that writes it to the last op that reads
  *     it, and first-fit placement packs the live ones, so sampling stores nothing it does not need.
@@ -32,6 +32,9 @@ typedef enum {
     OP_ATTENTION,
     OP_TIMESTEP_EMBED,
     OP_DROPOUT,
+    OP_BATCHNORM,
+    OP_CONVT,
+    OP_SINUSOIDAL_EMBED,
 } df_opkind;
 
 typedef struct {
@@ -49,16 +52,18 @@ typedef struct {
     df_opkind kind;
     int in[3], out, aux; /* tensor ids, -1 for none */
     int w, b;            /* parameter ids, -1 for none */
-    size_t stride, pad[4]; /* conv: top, bottom, left, right */
+    size_t stride, pad[4]; /* conv: top, bottom, left, right; transposed conv: four equal */
     size_t groups;       /* group norm */
-    float eps;           /* group norm */
+    float eps;           /* group norm, batch norm */
     size_t heads;        /* attention */
-    float s;             /* scale factor; dropout probability; timestep-embedding freq_shift */
+    float s;             /* scale factor; dropout probability; timestep-embedding freq_shift; batch-norm momentum */
     int flip;            /* timestep embedding: flip_sin_to_cos */
+    int rmean, rvar;     /* batch norm: running mean and variance, ids in the graph's buffer table */
 } df_op;
 
 typedef struct {
     df_params *params; /* not owned */
+    df_params *buffers; /* not owned: running statistics that training forwards update (batch norm), or NULL */
     int train;
     size_t batch;
     df_tensor *t;
@@ -90,6 +95,16 @@ int g_concat(df_graph *g, int a, int b);
 int g_attention(df_graph *g, int q, int k, int v, size_t heads);
 int g_timestep_embed(df_graph *g, int t, size_t dim, int flip_sin_to_cos, float freq_shift);
 int g_dropout(df_graph *g, int x, float p);
+/* Batch norm (torch.nn.BatchNorm2d) with gamma, beta (parameter ids) and running mean and variance (ids in
+ * g->buffers, which the builder sets). Training graphs normalise with the batch statistics, save mean and rstd
+ * (an aux tensor) for backward and move the running statistics by `momentum` in every forward; inference
+ * graphs normalise with the running statistics. */
+int g_batchnorm(df_graph *g, int x, int gamma, int beta, int rmean, int rvar, float momentum, float eps);
+/* Transposed convolution (torch.nn.ConvTranspose2d, symmetric padding, output_padding 0); the weight's shape
+ * is (C_in, C_out, KH, KW) as torch stores it. */
+int g_convt(df_graph *g, int x, int w, int b, size_t stride, size_t pad);
+/* The DDIM report's SinusoidalPositionEmbeddings of (n, 1) timesteps (kernels.h: sinusoidal_embedding). */
+int g_sinusoidal_embed(df_graph *g, int t, size_t dim);
 
 /* Lays out memory (see above) and allocates the arenas. Call once after building. */
 void df_graph_plan(df_graph *g);

@@ -17,6 +17,16 @@ static conv2d_dims conv_dims(const df_graph *g, const df_op *op) {
     return d;
 }
 
+static convt2d_dims convt_dims(const df_graph *g, const df_op *op) {
+    const df_tensor *x = &g->t[op->in[0]];
+    const df_param *w = &g->params->p[op->w];
+    convt2d_dims d = {.B = x->n, .C_in = x->c, .H = x->h, .W = x->w, .C_out = (size_t)w->shape[1],
+                      .KH = (size_t)w->shape[2], .KW = (size_t)w->shape[3], .stride = op->stride, .pad = op->pad[0]};
+    return d;
+}
+
+static float *bufdata(const df_graph *g, int i) { return df_param_data(g->buffers, i); }
+
 static const float *pdata(const df_graph *g, int i) { return i >= 0 ? df_param_data(g->params, i) : NULL; }
 static float *pgrad(const df_graph *g, int i) { return i >= 0 ? df_param_grad(g->params, i) : NULL; }
 
@@ -63,6 +73,21 @@ void df_graph_forward(df_graph *g) {
             else
                 memcpy(y->data, a->data, a->numel * sizeof(float));
             break;
+        case OP_BATCHNORM:
+            if (g->train) {
+                float *mean = g->t[op->aux].data, *rstd = mean + a->c;
+                batchnorm_forward(y->data, mean, rstd, bufdata(g, op->rmean), bufdata(g, op->rvar), a->data,
+                                  pdata(g, op->w), pdata(g, op->b), a->n, a->c, a->h * a->w, op->s, op->eps);
+            } else {
+                batchnorm_forward_eval(y->data, a->data, bufdata(g, op->rmean), bufdata(g, op->rvar),
+                                       pdata(g, op->w), pdata(g, op->b), a->n, a->c, a->h * a->w, op->eps);
+            }
+            break;
+        case OP_CONVT: {
+            convt2d_dims d = convt_dims(g, op);
+            convt2d_forward(y->data, a->data, pdata(g, op->w), pdata(g, op->b), &d);
+        } break;
+        case OP_SINUSOIDAL_EMBED: sinusoidal_embedding(y->data, a->data, a->n, y->c); break;
         }
     }
 }
@@ -112,6 +137,16 @@ void df_graph_backward(df_graph *g, const float *dout) {
         case OP_DROPOUT:
             dropout_backward(a->grad, dy, a->numel, op->s, g->dropout_seed, dropout_stream(g, i));
             break;
+        case OP_BATCHNORM: {
+            const float *mean = g->t[op->aux].data, *rstd = mean + a->c;
+            batchnorm_backward(a->grad, pgrad(g, op->w), pgrad(g, op->b), dy, a->data, mean, rstd, pdata(g, op->w),
+                               a->n, a->c, a->h * a->w);
+        } break;
+        case OP_CONVT: {
+            convt2d_dims d = convt_dims(g, op);
+            convt2d_backward(a->grad, pgrad(g, op->w), pgrad(g, op->b), dy, a->data, pdata(g, op->w), &d);
+        } break;
+        case OP_SINUSOIDAL_EMBED: break; /* timesteps are not differentiated */
         }
     }
 }
@@ -126,6 +161,9 @@ double df_graph_flops(const df_graph *g) {
         if (op->kind == OP_CONV2D) {
             const df_param *w = &g->params->p[op->w];
             f += 2.0 * (double)y->numel * (double)(w->numel / (size_t)w->shape[0]);
+        } else if (op->kind == OP_CONVT) {
+            const df_param *w = &g->params->p[op->w];
+            f += 2.0 * (double)a->numel * (double)(w->numel / (size_t)w->shape[0]);
         } else if (op->kind == OP_LINEAR) {
             f += 2.0 * (double)y->numel * (double)(a->numel / a->n);
         } else if (op->kind == OP_ATTENTION) {

@@ -56,4 +56,12 @@ int df_params_load(df_params *ps, const char *path, df_alt_name_fn alt);
 /* Writes the table as F32 safetensors under its names (atomically), with metadata {"format": "pt"}. */
 int df_params_save(const df_params *ps, const char *path);
 
+/* The same for a model whose state dict spans several tables (parameters, then buffers such as BatchNorm's
+ * running statistics) and int64 scalars (num_batches_tracked, I64 of shape [] as torch saves them): every name
+ * of every table and every i64_names[k] must be in the file and nothing else; on error nothing changes. */
+int df_params_load_tables(df_params *const *tables, size_t ntables, const char (*i64_names)[DF_PARAM_NAME],
+                          int64_t *i64, size_t n_i64, const char *path, df_alt_name_fn alt);
+int df_params_save_tables(const df_params *const *tables, size_t ntables, const char (*i64_names)[DF_PARAM_NAME],
+                          const int64_t *i64, size_t n_i64, const char *path);
+
 #endif

@@ -1,5 +1,7 @@
 /* unet.c: the DDPM U-Net as diffusers' UNet2DModel: one builder that names the parameters (state-dict
- * keys, PyTorch shapes) and records the forward graph; weights init, load and save; forward and backward. */
+ * keys, PyTorch shapes) and records the forward graph; weights init, load and save; forward and backward.
+ * A config of arch DF_ARCH_SIMPLE_UNET builds the DDIM report's SimpleUnet instead (simple_unet.c); everything
+ * else here serves both, plus that model's BatchNorm buffers (running statistics and their counters). */
 #include "nn/unet.h"
 
 #include <math.h>
@@ -99,6 +101,10 @@ static int attention(builder *b, int x, const char *prefix, int ch, float scale)
 }
 
 void df_unet_build(df_unet *m, df_graph *g, size_t batch, int train, int *x_in, int *t_in) {
+    if (m->cfg.arch == DF_ARCH_SIMPLE_UNET) {
+        df_simple_unet_build(m, g, batch, train, x_in, t_in);
+        return;
+    }
     const df_unet_config *c = &m->cfg;
     const int L = c->levels, *boc = c->block_out_channels, S = c->sample_size;
     builder bd = {.m = m, .g = g, .train = train}, *b = &bd;
@@ -185,12 +191,34 @@ void df_unet_build(df_unet *m, df_graph *g, size_t batch, int train, int *x_in, 
 
 /* ---- creation and weights ---- */
 
+/* Fresh running statistics, as a new torch.nn.BatchNorm2d: mean 0, variance 1, no batches seen. */
+static void reset_buffers(df_unet *m) {
+    for (size_t i = 0; i < m->buffers.n; i++) {
+        const df_param *p = &m->buffers.p[i];
+        float v = strstr(p->name, ".running_var") ? 1.0f : 0.0f;
+        for (size_t k = 0; k < p->numel; k++) m->buffers.data[p->offset + k] = v;
+    }
+    if (m->counters) memset(m->counters, 0, m->buffers.n / 2 * sizeof *m->counters);
+}
+
 df_unet *df_unet_create(const df_unet_config *c) {
     if (df_unet_config_check(c)) return NULL;
     df_unet *m = df_calloc(1, sizeof *m);
     m->cfg = *c;
     df_unet_build(m, NULL, 0, 0, NULL, NULL);
     df_params_alloc(&m->params);
+    if (m->buffers.n) { /* one norm per (running_mean, running_var) pair; its counter is named after them */
+        df_params_alloc(&m->buffers);
+        size_t nc = m->buffers.n / 2;
+        m->counters = df_calloc(nc, sizeof *m->counters);
+        m->counter_names = df_calloc(nc, sizeof *m->counter_names);
+        for (size_t k = 0; k < nc; k++) {
+            const char *rm = m->buffers.p[2 * k].name;
+            DF_CHECK(strlen(rm) > 13 && !strcmp(rm + strlen(rm) - 13, ".running_mean"), "buffer %s", rm);
+            snprintf(m->counter_names[k], DF_PARAM_NAME, "%.*s.num_batches_tracked", (int)(strlen(rm) - 13), rm);
+        }
+        reset_buffers(m);
+    }
     return m;
 }
 
@@ -198,6 +226,9 @@ void df_unet_destroy(df_unet *m) {
     if (!m) return;
     if (m->have_graph) df_graph_free(&m->graph);
     df_params_free(&m->params);
+    df_params_free(&m->buffers);
+    df_free(m->counters);
+    df_free(m->counter_names);
     df_free(m);
 }
 
@@ -213,7 +244,23 @@ void df_unet_zero_grads(df_unet *m) {
     df_params_zero_grad(&m->params);
 }
 
-void df_unet_init_weights(df_unet *m, uint64_t seed) { df_params_init_torch(&m->params, seed); }
+void df_unet_init_weights(df_unet *m, uint64_t seed) {
+    df_params_init_torch(&m->params, seed);
+    reset_buffers(m);
+}
+
+size_t df_unet_num_buffers(const df_unet *m) { return m->buffers.total; }
+float *df_unet_buffers(df_unet *m) { return m->buffers.data; }
+size_t df_unet_num_counters(const df_unet *m) { return m->buffers.n / 2; }
+int64_t *df_unet_counters(df_unet *m) { return m->counters; }
+
+void df_unet_copy_buffers(df_unet *dst, const df_unet *src) {
+    DF_CHECK(dst->buffers.total == src->buffers.total && dst->buffers.n == src->buffers.n,
+             "df_unet_copy_buffers: models of different configs");
+    if (!src->buffers.n) return;
+    memcpy(dst->buffers.data, src->buffers.data, src->buffers.total * sizeof(float));
+    memcpy(dst->counters, src->counters, src->buffers.n / 2 * sizeof *src->counters);
+}
 
 const char *df_unet_old_attention_name(const char *name, char *buf, size_t cap) {
     static const char *const map[][2] = {
@@ -233,9 +280,18 @@ static const char *old_name(const char *name, char *buf, size_t cap) {
     return df_unet_old_attention_name(name, buf, cap);
 }
 
-int df_unet_load(df_unet *m, const char *path) { return df_params_load(&m->params, path, old_name); }
+int df_unet_load(df_unet *m, const char *path) {
+    if (!m->buffers.n) return df_params_load(&m->params, path, old_name);
+    df_params *tables[2] = {&m->params, &m->buffers};
+    return df_params_load_tables(tables, 2, m->counter_names, m->counters, m->buffers.n / 2, path, NULL);
+}
 
-int df_unet_save(const df_unet *m, const char *path) { return df_params_save(&m->params, path); }
+int df_unet_save(const df_unet *m, const char *path) {
+    if (!m->buffers.n) return df_params_save(&m->params, path);
+    const df_params *tables[2] = {&m->params, &m->buffers};
+    return df_params_save_tables(tables, 2, (const char(*)[DF_PARAM_NAME])m->counter_names, m->counters,
+                                 m->buffers.n / 2, path);
+}
 
 /* ---- running ---- */
 
@@ -273,7 +329,8 @@ const float *df_unet_forward_train(df_unet *m, const float *x, const float *t, s
     df_graph *g = graph_for(m, B, 1);
     g->dropout_seed = m->dropout_seed, g->dropout_step = m->dropout_step;
     set_inputs(m, g, x, t);
-    df_graph_forward(g);
+    df_graph_forward(g); /* moves the BatchNorm running statistics, if any */
+    for (size_t k = 0; k < m->buffers.n / 2; k++) m->counters[k]++;
     return g->t[g->output].data;
 }
 

@@ -8,6 +8,7 @@
 
 #include "base/base.h"
 #include "diffuse.h"
+#include "nn/unet.h"
 
 /* ---- the field table ---- */
 
@@ -100,13 +101,19 @@ int df_unet_config_parse(df_unet_config *c, const char *json, const char *source
         return df_error("%s: not a JSON object (parse error near '%.20s')", source,
                         cJSON_GetErrorPtr() ? cJSON_GetErrorPtr() : "?");
     }
+    const cJSON *cls = cJSON_GetObjectItemCaseSensitive(root, "_class_name");
+    if (cJSON_IsString(cls) && strcmp(cls->valuestring, "SimpleUnet") == 0) {
+        int rc = df_simple_unet_config_parse(c, root, source);
+        cJSON_Delete(root);
+        return rc;
+    }
     int rc = 0, n_down = c->levels, n_up = c->levels; /* the defaults' lengths */
     for (const cJSON *f = root->child; f && rc == 0; f = f->next) {
         const char *key = f->string;
         size_t i;
         if (key[0] == '_') {
             if (strcmp(key, "_class_name") == 0 && (!cJSON_IsString(f) || strcmp(f->valuestring, "UNet2DModel")))
-                rc = df_error("%s: _class_name is %s; diffuse implements UNet2DModel", source,
+                rc = df_error("%s: _class_name is %s; diffuse implements UNet2DModel and SimpleUnet", source,
                               cJSON_IsString(f) ? f->valuestring : "not a string");
             continue;
         }
@@ -185,6 +192,8 @@ int df_unet_config_parse(df_unet_config *c, const char *json, const char *source
 }
 
 int df_unet_config_check(const df_unet_config *c) {
+    if (c->arch == DF_ARCH_SIMPLE_UNET) return df_simple_unet_config_check(c);
+    if (c->arch != DF_ARCH_UNET2D) return df_error("unknown architecture %d", (int)c->arch);
     if (c->sample_size < 1) return df_error("sample_size must be set to the image size (found %d)", c->sample_size);
     if (c->in_channels < 1 || c->out_channels < 1) return df_error("in_channels and out_channels must be positive");
     if (c->layers_per_block < 1) return df_error("layers_per_block must be at least 1");
@@ -215,6 +224,7 @@ int df_unet_config_check(const df_unet_config *c) {
 /* ---- writing ---- */
 
 char *df_unet_config_json(const df_unet_config *c) {
+    if (c->arch == DF_ARCH_SIMPLE_UNET) return df_simple_unet_config_json(c);
     cJSON *o = cJSON_CreateObject();
     const char *down[DF_MAX_LEVELS], *up[DF_MAX_LEVELS];
     for (int i = 0; i < c->levels; i++) {
@@ -264,22 +274,28 @@ typedef struct {
     const char *name, *about;
     int sample_size, in_channels, levels, boc[DF_MAX_LEVELS], attn_level, groups, downsample_padding, flip;
     float eps, freq_shift, dropout;
+    df_arch arch; /* DF_ARCH_SIMPLE_UNET uses name, about, sample_size, in_channels, levels and boc */
 } preset;
 
 /* attn_level: the level (index into block_out_channels) whose down and matching up block have attention. */
 static const preset presets[] = {
     {"fmnist-s", "28x28x1, channels 32,64,64, attention at 14x14 (1.6M parameters)", 28, 1, 3, {32, 64, 64}, 1, 8,
-     1, 1, 1e-5f, 0, 0.0f},
+     1, 1, 1e-5f, 0, 0.0f, DF_ARCH_UNET2D},
     {"fmnist-m", "28x28x1, channels 64,128,128, attention at 14x14 (6.5M parameters)", 28, 1, 3, {64, 128, 128}, 1,
-     32, 1, 1, 1e-5f, 0, 0.1f},
+     32, 1, 1, 1e-5f, 0, 0.1f, DF_ARCH_UNET2D},
     {"cifar10-ddpm", "google/ddpm-cifar10-32: 32x32x3, channels 128,256,256,256, attention at 16x16 (35.7M parameters)", 32, 3,
-     4, {128, 256, 256, 256}, 1, 32, 0, 0, 1e-6f, 1, 0.0f},
+     4, {128, 256, 256, 256}, 1, 32, 0, 0, 1e-6f, 1, 0.0f, DF_ARCH_UNET2D},
     {"celeba64-ddim", "the DDIM paper's CelebA 64x64 model: ch 128, mult 1,2,2,2,4, attention at 16x16 (78.7M parameters)", 64, 3, 5,
-     {128, 256, 256, 256, 512}, 2, 32, 0, 0, 1e-6f, 1, 0.1f},
-    {"tiny", "16x16x1, channels 16,32, attention at 8x8: for tests", 16, 1, 2, {16, 32}, 1, 8, 1, 1, 1e-5f, 0, 0.0f},
+     {128, 256, 256, 256, 512}, 2, 32, 0, 0, 1e-6f, 1, 0.1f, DF_ARCH_UNET2D},
+    {"tiny", "16x16x1, channels 16,32, attention at 8x8: for tests", 16, 1, 2, {16, 32}, 1, 8, 1, 1, 1e-5f, 0, 0.0f,
+     DF_ARCH_UNET2D},
+    {"simple-unet", "the DDIM reproduction report's SimpleUnet: 64x64x3, channels 64,128,256,512,1024, BatchNorm, "
+     "no attention (62.4M parameters)", 64, 3, 5, {64, 128, 256, 512, 1024}, 0, 0, 0, 0, 1e-5f, 0, 0.0f,
+     DF_ARCH_SIMPLE_UNET},
 };
 
-const char *const df_preset_names[] = {"fmnist-s", "fmnist-m", "cifar10-ddpm", "celeba64-ddim", "tiny", NULL};
+const char *const df_preset_names[] = {"fmnist-s", "fmnist-m", "cifar10-ddpm", "celeba64-ddim", "tiny", "simple-unet",
+                                       NULL};
 
 static const preset *find_preset(const char *name) {
     for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
@@ -299,6 +315,14 @@ int df_unet_preset(df_unet_config *c, const char *name) {
         for (int i = 0; df_preset_names[i]; i++)
             snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", df_preset_names[i]);
         return df_error("unknown preset '%s' (presets: %s)", name, list);
+    }
+    if (p->arch == DF_ARCH_SIMPLE_UNET) {
+        df_simple_unet_defaults(c);
+        c->sample_size = p->sample_size;
+        c->in_channels = c->out_channels = p->in_channels;
+        c->levels = p->levels;
+        memcpy(c->block_out_channels, p->boc, sizeof p->boc);
+        return df_unet_config_check(c);
     }
     set_defaults(c);
     c->sample_size = p->sample_size;

@@ -50,16 +50,19 @@ static int save_state(trainer *tr) {
     snprintf(path, sizeof path, "%s/trainer/state.safetensors", tr->o->out);
     int64_t n = (int64_t)df_unet_num_params(tr->model);
     int64_t counters[3] = {tr->step, (int64_t)tr->loader.epoch, (int64_t)tr->loader.pos};
-    int64_t one = 3;
-    st_entry e[5] = {
+    int64_t one = 3, nb = (int64_t)df_unet_num_buffers(tr->model), nc = (int64_t)df_unet_num_counters(tr->model);
+    st_entry e[7] = {
         st_entry_f32("weights", df_unet_weights(tr->model), 1, &n),
         st_entry_f32("ema", df_unet_weights(tr->ema), 1, &n),
         st_entry_f32("adam.m", tr->adam.m, 1, &n),
         st_entry_f32("adam.v", tr->adam.v, 1, &n),
         {.name = "step_epoch_pos", .dtype = ST_I64, .ndim = 1, .shape = {one}, .data = counters},
+        /* BatchNorm running statistics (the EMA model holds a copy of them) and num_batches_tracked */
+        st_entry_f32("buffers", df_unet_buffers(tr->model), 1, &nb),
+        {.name = "buffer_counters", .dtype = ST_I64, .ndim = 1, .shape = {nc}, .data = df_unet_counters(tr->model)},
     };
     const char *meta[] = {"format", "diffuse-trainer", "args", tr->o->args_json};
-    return st_write(path, e, 5, meta, 2);
+    return st_write(path, e, nb ? 7 : 5, meta, 2);
 }
 
 /* Compares the saved settings with the current ones; differences (other than volatile keys) are an error
@@ -94,6 +97,15 @@ static int load_state(trainer *tr, const char *path) {
     if (!rc) rc = st_read_f32(&f, "ema", df_unet_weights(tr->ema), 1, &n);
     if (!rc) rc = st_read_f32(&f, "adam.m", tr->adam.m, 1, &n);
     if (!rc) rc = st_read_f32(&f, "adam.v", tr->adam.v, 1, &n);
+    int64_t nb = (int64_t)df_unet_num_buffers(tr->model), nc = (int64_t)df_unet_num_counters(tr->model);
+    if (!rc && nb) {
+        rc = st_read_f32(&f, "buffers", df_unet_buffers(tr->model), 1, &nb);
+        const st_tensor *bc = st_find(&f, "buffer_counters");
+        if (!rc && (!bc || bc->dtype != ST_I64 || bc->ndim != 1 || bc->shape[0] != nc))
+            rc = df_error("%s: tensor 'buffer_counters' is missing or not I64 [%lld]", path, (long long)nc);
+        if (!rc) memcpy(df_unet_counters(tr->model), st_data(&f, bc), (size_t)nc * sizeof(int64_t));
+        if (!rc) df_unet_copy_buffers(tr->ema, tr->model);
+    }
     const st_tensor *t = st_find(&f, "step_epoch_pos");
     if (!rc && (!t || t->dtype != ST_I64 || t->ndim != 1 || t->shape[0] != three))
         rc = df_error("%s: tensor 'step_epoch_pos' is missing or not I64 [3]", path);
@@ -251,6 +263,14 @@ int df_train(const df_train_opts *o, df_train_result *r) {
                  o->unet.out_channels);
         goto done;
     }
+    if (o->unet.arch == DF_ARCH_SIMPLE_UNET) { /* batch statistics need two values per channel */
+        int s = o->unet.sample_size >> (o->unet.levels - 1);
+        if ((int64_t)o->batch * s * s < 2) {
+            df_error("--batch %d: BatchNorm's batch statistics at the model's %dx%d bottom need a batch of at least 2",
+                     o->batch, s, s);
+            goto done;
+        }
+    }
     int64_t total = o->steps;
     if (total <= 0) total = (int64_t)ceil(o->epochs * (double)tr->data.n / o->batch);
     if (total <= 0) {
@@ -340,6 +360,7 @@ int df_train(const df_train_opts *o, df_train_result *r) {
         }
         df_ema_update(df_unet_weights(tr->ema), df_unet_weights(tr->model), P,
                       df_ema_decay((uint64_t)k + 1, o->ema_decay, o->ema_inv_gamma, o->ema_power));
+        df_unet_copy_buffers(tr->ema, tr->model); /* running statistics are not averaged: the EMA samples with them */
         tr->step = k + 1;
 
         smooth = isnan(smooth) ? loss : 0.98 * smooth + 0.02 * loss;
