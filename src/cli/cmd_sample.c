@@ -22,7 +22,7 @@ static const char usage[] =
 int cmd_sample(int argc, char **argv) {
     const char *model = NULL, *sampler = "ddim", *spacing = "leading", *out = NULL, *clip = "auto";
     const char *traj = NULL, *traj_x0 = NULL, *fid_ref = NULL, *fid_net = NULL;
-    int steps = 0, n = 16, seed = 0, batch = 16, threads = 0, sigma_hat = 0, traj_n = 8;
+    int steps = 0, n = 16, seed = 0, batch = 16, threads = 0, sigma_hat = 0, traj_n = 8, first = 0;
     double eta = 0;
     const df_flag flags[] = {
         {"model", FL_STRING, NULL, "the model folder (required)", &model},
@@ -34,6 +34,7 @@ int cmd_sample(int argc, char **argv) {
         {"clip-sample", FL_STRING, "auto", "clip predicted x0 to [-1, 1]: auto (the scheduler config), true, false", &clip},
         {"n", FL_INT, "16", "number of images", &n},
         {"seed", FL_INT, "0", "seed: image i of seed K is fixed", &seed},
+        {"first", FL_INT, "0", "make images FIRST .. FIRST+N-1 of the seed (a DIR/ output numbers them so)", &first},
         {"batch", FL_INT, "16", "images per model call (does not change the images)", &batch},
         {"threads", FL_INT, "0", "threads (0: OMP_NUM_THREADS if set, else all cores)", &threads},
         {"out", FL_STRING, NULL, "grid.png, DIR/ or x.npy (required unless --fid is given)", &out},
@@ -61,7 +62,8 @@ int cmd_sample(int argc, char **argv) {
     if (kind == DF_SAMPLER_DDPM && (eta != 0 || sigma_hat)) return BAD("--eta and --sigma-hat are DDIM options");
     if (n < 1 || n > 1000000) return BAD("--n must be in 1..1000000, got %d", n);
     if (batch < 1) return BAD("--batch must be at least 1, got %d", batch);
-    if (seed < 0 || threads < 0 || steps < 0) return BAD("--seed, --threads and --steps must be >= 0");
+    if (seed < 0 || threads < 0 || steps < 0 || first < 0)
+        return BAD("--seed, --first, --threads and --steps must be >= 0");
     if (traj_n < 1 || traj_n > 64) return BAD("--trajectory-n must be in 1..64");
     df_spacing sp;
     if (df_spacing_parse(&sp, spacing)) return BAD("--spacing: %s", df_errmsg());
@@ -109,17 +111,17 @@ int cmd_sample(int argc, char **argv) {
     double t0 = df_time();
     for (size_t b0 = 0; b0 < N; b0 += (size_t)batch) {
         size_t B = N - b0 < (size_t)batch ? N - b0 : (size_t)batch;
-        df_initial_noise(x + b0 * D, B, D, (uint64_t)seed, b0);
+        df_initial_noise(x + b0 * D, B, D, (uint64_t)seed, (uint64_t)first + b0);
         df_sampler s = {.kind = kind, .eta = eta, .sigma_hat = sigma_hat, .clip = do_clip, .taus = taus, .S = S,
                         .seed = (uint64_t)seed, .on_step = cli_progress_step, .step_ctx = &prog};
-        int first = b0 == 0 && rec; /* the trajectories show the first batch's first samples */
-        if (first) {
+        int first_batch = b0 == 0 && rec; /* the trajectories show the first batch's first samples */
+        if (first_batch) {
             s.record = rec;
             if (traj) s.traj = df_malloc((size_t)frames * B * D * sizeof(float));
             if (traj_x0) s.traj_x0 = df_malloc((size_t)frames * B * D * sizeof(float));
         }
-        df_sample(x + b0 * D, B, D, &m.sched, &s, b0, cli_unet_fn, m.unet);
-        if (first) { /* rows: samples, columns: the frames */
+        df_sample(x + b0 * D, B, D, &m.sched, &s, (uint64_t)first + b0, cli_unet_fn, m.unet);
+        if (first_batch) { /* rows: samples, columns: the frames */
             const char *paths[2] = {traj, traj_x0};
             float *bufs[2] = {s.traj, s.traj_x0};
             float *grid = df_malloc((size_t)frames * tn * D * sizeof(float));
@@ -139,7 +141,7 @@ int cmd_sample(int argc, char **argv) {
     }
     cli_progress_end(&prog);
     double dt = df_time() - t0;
-    if (rc == 0 && out && df_write_images(out, x, N, m.C, m.H, m.W, 0)) {
+    if (rc == 0 && out && df_write_images_from(out, x, N, m.C, m.H, m.W, 0, (size_t)first)) {
         fprintf(stderr, "diffuse sample: %s\n", df_errmsg());
         rc = 1;
     }

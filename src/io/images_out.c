@@ -45,6 +45,11 @@ int df_check_images_path(const char *path) {
 }
 
 int df_write_images(const char *path, const float *x, size_t n, size_t c, size_t h, size_t w, size_t cols) {
+    return df_write_images_from(path, x, n, c, h, w, cols, 0);
+}
+
+int df_write_images_from(const char *path, const float *x, size_t n, size_t c, size_t h, size_t w, size_t cols,
+                         size_t first) {
     if (df_check_images_path(path)) return -1;
     out_kind k = kind_of(path);
     if (k == OUT_GRID) return df_write_grid(path, x, n, c, h, w, cols);
@@ -68,7 +73,7 @@ int df_write_images(const char *path, const float *x, size_t n, size_t c, size_t
         if (df_mkdirs(path)) rc = -1;
         for (size_t i = 0; i < n && rc == 0; i++) {
             char file[4200];
-            snprintf(file, sizeof file, "%s%s%06zu.png", path, path[strlen(path) - 1] == '/' ? "" : "/", i);
+            snprintf(file, sizeof file, "%s%s%06zu.png", path, path[strlen(path) - 1] == '/' ? "" : "/", first + i);
             rc = df_png_write(file, u + i * per, w, h, c);
         }
     }
