@@ -55,4 +55,12 @@ void df_test_write_text(const char *path, const char *text);
 /* A fresh temporary directory for this test (created), e.g. /tmp/diffuse-test-XXXXXX. */
 const char *df_test_tmpdir(void);
 
+/* Runs the built binary (build/diffuse ARGS) in df_test_tmpdir(); returns its exit status (as pclose), with
+ * its standard output and error in out (cap bytes, NUL-terminated). */
+int df_test_diffuse(char *out, size_t cap, const char *args);
+
+/* The whole standard output of a shell command (malloc'd, NUL-terminated; free()), or NULL if it could not
+ * run or exited non-zero. */
+char *df_test_capture(const char *cmd);
+
 #endif

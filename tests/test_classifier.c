@@ -279,15 +279,6 @@ TEST(fid_stats_cache) {
 
 /* ---- the commands ---- */
 
-static int run(char *out, size_t cap, const char *args) {
-    char cmd[3000];
-    snprintf(cmd, sizeof cmd, "cd %s && %s/build/diffuse %s 2>&1", df_test_tmpdir(), df_test_root(), args);
-    FILE *p = popen(cmd, "r");
-    size_t n = p ? fread(out, 1, cap - 1, p) : 0;
-    out[n] = 0;
-    return p ? pclose(p) : -1;
-}
-
 /* n images of pseudo-random pixels below `top` */
 static void write_images(const char *name, size_t n, size_t h, size_t c, unsigned seed, unsigned top) {
     size_t shape[4] = {n, h, h, c}, total = n * h * h * c;
@@ -311,27 +302,27 @@ TEST(cli_fid_and_sample_fid) {
     write_images("b.npy", 30, 28, 1, 2, 100);
     write_images("rgb.npy", 10, 32, 3, 3, 256);
     static char out[20000];
-    int st = run(out, sizeof out, "fid a.npy a.npy --features net");
+    int st = df_test_diffuse(out, sizeof out, "fid a.npy a.npy --features net");
     double fid = -1;
     const char *at = strstr(out, "FID ");
     if (at) fid = strtod(at + 4, NULL);
     EXPECT(st == 0 && at && fabs(fid) < 1e-6, "FID of a set with itself: %s", out);
-    st = run(out, sizeof out, "fid a.npy --save-stats a.npz --features net");
+    st = df_test_diffuse(out, sizeof out, "fid a.npy --save-stats a.npz --features net");
     EXPECT(st == 0, "%s", out);
-    st = run(out, sizeof out, "fid a.npz b.npy --features net");
+    st = df_test_diffuse(out, sizeof out, "fid a.npz b.npy --features net");
     at = strstr(out, "FID ");
     double fid_ab = at ? strtod(at + 4, NULL) : -1;
-    st |= run(out, sizeof out, "fid a.npy b.npy --features net");
+    st |= df_test_diffuse(out, sizeof out, "fid a.npy b.npy --features net");
     at = strstr(out, "FID ");
     EXPECT(st == 0 && at && fid_ab > 0 && fabs(strtod(at + 4, NULL) - fid_ab) < 1e-3,
            "FID from saved statistics %.6f vs from images: %s", fid_ab, out);
-    st = run(out, sizeof out, "fid rgb.npy a.npy --features net");
+    st = df_test_diffuse(out, sizeof out, "fid rgb.npy a.npy --features net");
     EXPECT(st != 0 && strstr(out, "32x32x3") && strstr(out, "28x28x1"), "wrong shape: %s", out);
-    st = run(out, sizeof out, "fid missing.npy a.npy --features net");
+    st = df_test_diffuse(out, sizeof out, "fid missing.npy a.npy --features net");
     EXPECT(st != 0 && strstr(out, "missing.npy"), "missing source: %s", out);
-    st = run(out, sizeof out, "fid a.npy --features net");
+    st = df_test_diffuse(out, sizeof out, "fid a.npy --features net");
     EXPECT(st != 0 && strstr(out, "two sources"), "one source: %s", out);
-    st = run(out, sizeof out, "fid a.npy b.npy --features nowhere");
+    st = df_test_diffuse(out, sizeof out, "fid a.npy b.npy --features nowhere");
     EXPECT(st != 0 && strstr(out, "nowhere"), "missing network: %s", out);
 
     /* sample --fid on a tiny 28x28 model */
@@ -341,14 +332,14 @@ TEST(cli_fid_and_sample_fid) {
                                 "\"block_out_channels\": [8, 8], \"layers_per_block\": 1, \"norm_num_groups\": 4, "
                                 "\"down_block_types\": [\"DownBlock2D\", \"DownBlock2D\"], "
                                 "\"up_block_types\": [\"UpBlock2D\", \"UpBlock2D\"]}");
-    st = run(out, sizeof out, "train --out run28 --config unet.json --data a.npy --steps 1 --batch 4 "
+    st = df_test_diffuse(out, sizeof out, "train --out run28 --config unet.json --data a.npy --steps 1 --batch 4 "
                               "--sample-every 0 --threads 1");
     EXPECT(st == 0, "training the 28x28 model: %s", out);
-    st = run(out, sizeof out, "sample --model run28 --steps 3 --n 12 --batch 5 --fid b.npy --fid-features net "
+    st = df_test_diffuse(out, sizeof out, "sample --model run28 --steps 3 --n 12 --batch 5 --fid b.npy --fid-features net "
                               "--threads 1");
     at = strstr(out, "FID ");
     EXPECT(st == 0 && at && strtod(at + 4, NULL) > 0 && strstr(out, "12 samples against b.npy"), "sample --fid: %s",
            out);
-    st = run(out, sizeof out, "sample --model run28 --steps 3 --n 4 --fid rgb.npy --fid-features net");
+    st = df_test_diffuse(out, sizeof out, "sample --model run28 --steps 3 --n 4 --fid rgb.npy --fid-features net");
     EXPECT(st != 0 && strstr(out, "32x32x3"), "sample --fid with a wrong reference: %s", out);
 }

@@ -11,17 +11,6 @@
 #include "io/npy.h"
 #include "test.h"
 
-/* Runs a diffuse command in the test's temp dir; returns its exit status and its output in out. */
-static int run(char *out, size_t cap, const char *fmt, const char *args) {
-    char cmd[3000];
-    snprintf(cmd, sizeof cmd, "cd %s && %s/build/diffuse %s 2>&1", df_test_tmpdir(), df_test_root(), args);
-    (void)fmt;
-    FILE *p = popen(cmd, "r");
-    size_t n = p ? fread(out, 1, cap - 1, p) : 0;
-    out[n] = 0;
-    return p ? pclose(p) : -1;
-}
-
 /* A tiny run folder (16x16x1, 2 training steps on synthetic data), made once. */
 static const char *tiny_run(void) {
     static int made;
@@ -33,7 +22,7 @@ static const char *tiny_run(void) {
         char npy[600];
         snprintf(npy, sizeof npy, "%s/px.npy", df_test_tmpdir());
         EXPECT(df_npy_write_u8(npy, px, 3, shape) == 0, "%s", df_errmsg());
-        int st = run(out, sizeof out, "", "train --out tinyrun --preset tiny --data px.npy --steps 2 --batch 4 "
+        int st = df_test_diffuse(out, sizeof out, "train --out tinyrun --preset tiny --data px.npy --steps 2 --batch 4 "
                                           "--sample-every 0 --threads 1");
         EXPECT(st == 0, "training the tiny run failed: %s", out);
         made = 1;
@@ -45,9 +34,9 @@ TEST(cli_sample_outputs_and_batch_invariance) {
     char out[8192], args[1000], path[700];
     const char *m = tiny_run();
     snprintf(args, sizeof args, "sample --model %s --steps 4 --n 6 --batch 6 --out a.npy", m);
-    EXPECT(run(out, sizeof out, "", args) == 0, "%s", out);
+    EXPECT(df_test_diffuse(out, sizeof out, args) == 0, "%s", out);
     snprintf(args, sizeof args, "sample --model %s --steps 4 --n 6 --batch 4 --threads 1 --out b.npy", m);
-    EXPECT(run(out, sizeof out, "", args) == 0, "%s", out);
+    EXPECT(df_test_diffuse(out, sizeof out, args) == 0, "%s", out);
     df_npy a = {0}, b = {0};
     snprintf(path, sizeof path, "%s/a.npy", df_test_tmpdir());
     EXPECT(df_npy_read(path, &a) == 0, "%s", df_errmsg());
@@ -61,7 +50,7 @@ TEST(cli_sample_outputs_and_batch_invariance) {
 
     snprintf(args, sizeof args, "sample --model %s --sampler ddpm --steps 5 --n 5 --out grid.png --trajectory t.png "
                                 "--trajectory-x0 t0.png --trajectory-n 2", m);
-    EXPECT(run(out, sizeof out, "", args) == 0, "%s", out);
+    EXPECT(df_test_diffuse(out, sizeof out, args) == 0, "%s", out);
     uint8_t *px = NULL;
     size_t w, h, c;
     snprintf(path, sizeof path, "%s/grid.png", df_test_tmpdir());
@@ -72,7 +61,7 @@ TEST(cli_sample_outputs_and_batch_invariance) {
            "t0.png must show 2 rows of 5 frames, got %zux%zu", w, h);
     df_free(px);
     snprintf(args, sizeof args, "sample --model %s --steps 3 --n 3 --out dir/", m);
-    EXPECT(run(out, sizeof out, "", args) == 0, "%s", out);
+    EXPECT(df_test_diffuse(out, sizeof out, args) == 0, "%s", out);
     struct stat st;
     snprintf(path, sizeof path, "%s/dir/000002.png", df_test_tmpdir());
     EXPECT(stat(path, &st) == 0, "dir/000002.png missing");
@@ -80,9 +69,9 @@ TEST(cli_sample_outputs_and_batch_invariance) {
     /* --first: images 2..5 of the seed, made alone, equal images 2..5 of a run from 0, and a folder output
      * numbers them 000002.. (so a long job can be made in pieces) */
     snprintf(args, sizeof args, "sample --model %s --steps 4 --n 4 --first 2 --batch 3 --out c.npy", m);
-    EXPECT(run(out, sizeof out, "", args) == 0, "%s", out);
+    EXPECT(df_test_diffuse(out, sizeof out, args) == 0, "%s", out);
     snprintf(args, sizeof args, "sample --model %s --steps 4 --n 2 --first 4 --out parts/", m);
-    EXPECT(run(out, sizeof out, "", args) == 0, "%s", out);
+    EXPECT(df_test_diffuse(out, sizeof out, args) == 0, "%s", out);
     df_npy cc = {0};
     snprintf(path, sizeof path, "%s/a.npy", df_test_tmpdir());
     EXPECT(df_npy_read(path, &a) == 0, "%s", df_errmsg());
@@ -102,9 +91,9 @@ TEST(cli_encode_decode_interpolate) {
     char out[8192], args[1000];
     const char *m = tiny_run();
     snprintf(args, sizeof args, "encode --model %s --images px.npy --n 4 --steps 10 --out z.npy", m);
-    EXPECT(run(out, sizeof out, "", args) == 0, "%s", out);
+    EXPECT(df_test_diffuse(out, sizeof out, args) == 0, "%s", out);
     snprintf(args, sizeof args, "decode --model %s --latents z.npy --steps 10 --out rec.png --reference px.npy", m);
-    EXPECT(run(out, sizeof out, "", args) == 0 && strstr(out, "reconstruction error: "), "%s", out);
+    EXPECT(df_test_diffuse(out, sizeof out, args) == 0 && strstr(out, "reconstruction error: "), "%s", out);
     const char *e = strstr(out, "reconstruction error: ");
     double err = e ? atof(e + strlen("reconstruction error: ")) : 1;
     printf("    untrained tiny model, S = 10: %s", e ? e : "(none)\n");
@@ -119,7 +108,7 @@ TEST(cli_encode_decode_interpolate) {
            "z.npy must be float32 (4, 1, 16, 16)");
     df_npy_free(&z);
     snprintf(args, sizeof args, "interpolate --model %s --frames 5 --steps 4 --out strip.png", m);
-    EXPECT(run(out, sizeof out, "", args) == 0, "%s", out);
+    EXPECT(df_test_diffuse(out, sizeof out, args) == 0, "%s", out);
     uint8_t *px = NULL;
     size_t w, h, c;
     char path[700];
@@ -148,7 +137,7 @@ TEST(cli_sampling_errors_name_the_flag) {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char args[1000], out[4096];
         snprintf(args, sizeof args, cases[i].args, m);
-        int st = run(out, sizeof out, "", args);
+        int st = df_test_diffuse(out, sizeof out, args);
         EXPECT(st != 0 && strstr(out, cases[i].phrase), "'diffuse %s': status %d, output '%s'", args, st, out);
     }
 }

@@ -22,24 +22,6 @@
 
 /* ---- helpers ---- */
 
-/* The whole standard output of cmd (malloc'd, NUL-terminated), or NULL if it failed. */
-static char *capture(const char *cmd) {
-    FILE *p = popen(cmd, "r");
-    if (!p) return NULL;
-    size_t cap = 1 << 16, n = 0, got;
-    char *buf = malloc(cap);
-    while ((got = fread(buf + n, 1, cap - n - 1, p)) > 0) {
-        n += got;
-        if (cap - n < 4096) buf = realloc(buf, cap *= 2);
-    }
-    buf[n] = 0;
-    if (pclose(p) != 0) {
-        free(buf);
-        return NULL;
-    }
-    return buf;
-}
-
 /* n x d features x_j = s_j z_j + (u W)_j / sqrt(K) + m_j + offset: z (n x d) and u (n x K, K = 24) standard
  * normal, W (K x d) normal, scales s_j in [0.2, 2], m standard normal: full rank and correlated. The first
  * `dead` columns are constant (a feature that never fires). */
@@ -127,7 +109,7 @@ TEST(fid_distance_vs_pytorch_fid) {
         EXPECT(df_fid_stats_save(pb, cases[c].n2 ? &b[c] : &a[c]) == 0, "%s", df_errmsg());
         len += snprintf(cmd + len, sizeof cmd - (size_t)len, " %s %s", pa, pb);
     }
-    char *out = capture(cmd), *line = out;
+    char *out = df_test_capture(cmd), *line = out;
     EXPECT(out != NULL, "the oracle failed: %s", cmd);
     for (int c = 0; c < NC && out; c++) {
         double pf, eig, fid;
@@ -202,7 +184,7 @@ TEST(fid_distance_closed_forms) {
     snprintf(pb, sizeof pb, "%s/rank1_b.npz", df_test_tmpdir());
     EXPECT(df_fid_stats_save(pa, &a) == 0 && df_fid_stats_save(pb, &b) == 0, "%s", df_errmsg());
     snprintf(cmd, sizeof cmd, REF " fid %s %s", pa, pb);
-    char *out = capture(cmd);
+    char *out = df_test_capture(cmd);
     double pf = NAN, eig;
     int retry = 0, cplx;
     EXPECT(out && sscanf(out, "pytorch_fid %lf eigh %lf retry %d complex %d", &pf, &eig, &retry, &cplx) == 4,
@@ -381,7 +363,7 @@ TEST(fid_npz_to_numpy) {
     EXPECT(df_fid_stats_save(npz, &s) == 0, "%s", df_errmsg());
     EXPECT(df_npy_write_f64(npy, s.sigma, 2, (size_t[]){NPZ_D, NPZ_D}) == 0, "%s", df_errmsg());
     snprintf(cmd, sizeof cmd, REF " check %s %s %d", npz, npy, NPZ_D);
-    char *out = capture(cmd);
+    char *out = df_test_capture(cmd);
     EXPECT(out && strcmp(out, "ok\n") == 0, "numpy does not read C's files as written: %s", out ? out : cmd);
     free(out);
     EXPECT(df_fid_stats_load(npz, &back) == 0 && back.n == 777 && back.dim == NPZ_D &&

@@ -118,6 +118,32 @@ void df_test_write_text(const char *path, const char *text) {
     if (f) fclose(f);
 }
 
+int df_test_diffuse(char *out, size_t cap, const char *args) {
+    char cmd[16384];
+    snprintf(cmd, sizeof cmd, "cd %s && %s/build/diffuse %s 2>&1", df_test_tmpdir(), df_test_root(), args);
+    FILE *p = popen(cmd, "r");
+    size_t n = p ? fread(out, 1, cap - 1, p) : 0;
+    out[n] = 0;
+    return p ? pclose(p) : -1;
+}
+
+char *df_test_capture(const char *cmd) {
+    FILE *p = popen(cmd, "r");
+    if (!p) return NULL;
+    size_t cap = 1 << 16, n = 0, got;
+    char *buf = malloc(cap);
+    while ((got = fread(buf + n, 1, cap - n - 1, p)) > 0) {
+        n += got;
+        if (cap - n < 4096) buf = realloc(buf, cap *= 2);
+    }
+    buf[n] = 0;
+    if (pclose(p) != 0) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
 const char *df_test_tmpdir(void) {
     if (!tmpdir[0]) {
         snprintf(tmpdir, sizeof tmpdir, "/tmp/diffuse-test-XXXXXX");

@@ -26,25 +26,6 @@
 
 /* ---- helpers ---- */
 
-/* The whole standard output of cmd (malloc'd, NUL-terminated), or NULL if it failed. */
-static char *capture(const char *cmd) {
-    FILE *p = popen(cmd, "r");
-    if (!p) return NULL;
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    size_t got;
-    while ((got = fread(buf + n, 1, cap - n - 1, p)) > 0) {
-        n += got;
-        if (cap - n < 4096) buf = realloc(buf, cap *= 2);
-    }
-    buf[n] = 0;
-    if (pclose(p) != 0) {
-        free(buf);
-        return NULL;
-    }
-    return buf;
-}
-
 static int sched_make(df_schedule *s, const char *name, double b0, double b1, int T) {
     df_schedule_defaults(s);
     snprintf(s->beta_schedule, sizeof s->beta_schedule, "%s", name);
@@ -97,7 +78,7 @@ TEST(sampler_timesteps_match_rules) {
             if (Ss[i] <= T) snprintf(list + strlen(list), sizeof list - strlen(list), "%s%d", *list ? "," : "", Ss[i]);
         snprintf(cmd, sizeof cmd, TWIN " --timesteps %s --spacing uniform,quad,leading,trailing,linspace "
                                   "--steps-offset %d --T %d", list, K, T);
-        char *text = capture(cmd);
+        char *text = df_test_capture(cmd);
         EXPECT(text != NULL, "the twin failed: %s", cmd);
         if (!text) continue;
         for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {

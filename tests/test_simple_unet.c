@@ -328,15 +328,6 @@ TEST(simple_unet_config_round_trip_and_errors) {
 
 /* ---- the CLI: train (L1, flips) on PNGs, sample, resume ---- */
 
-static int run(char *out, size_t cap, const char *args) {
-    char cmd[3000];
-    snprintf(cmd, sizeof cmd, "cd %s && %s/build/diffuse %s 2>&1", df_test_tmpdir(), df_test_root(), args);
-    FILE *p = popen(cmd, "r");
-    size_t n = p ? fread(out, 1, cap - 1, p) : 0;
-    out[n] = 0;
-    return p ? pclose(p) : -1;
-}
-
 /* Do two safetensors files hold the same tensors bit for bit (their metadata, e.g. the command line, aside)? */
 static int same_tensors(const char *a, const char *b) {
     st_file fa, fb;
@@ -396,13 +387,13 @@ TEST(simple_unet_cli_train_sample_resume) {
     const char *common = "train --config simple-unet-small.json --data simple-pngs --loss l1 --lr 8e-5 --batch 4 "
                          "--timesteps 50 --warmup 2 --save-every 2 --sample-every 0 --seed 3 --threads 1";
     snprintf(args, sizeof args, "%s --steps 4 --out simple-full", common);
-    int st = run(out, sizeof out, args);
+    int st = df_test_diffuse(out, sizeof out, args);
     EXPECT(st == 0, "diffuse %s: %s", args, out);
     snprintf(args, sizeof args, "%s --steps 2 --out simple-split", common);
-    st = run(out, sizeof out, args);
+    st = df_test_diffuse(out, sizeof out, args);
     EXPECT(st == 0, "diffuse %s: %s", args, out);
     snprintf(args, sizeof args, "%s --steps 4 --out simple-split --resume", common);
-    st = run(out, sizeof out, args);
+    st = df_test_diffuse(out, sizeof out, args);
     EXPECT(st == 0, "diffuse %s: %s", args, out);
     const char *files[] = {"trainer/state.safetensors", "unet/diffusion_pytorch_model.safetensors", "unet/config.json"};
     for (int i = 0; i < 3; i++) {
@@ -433,10 +424,10 @@ TEST(simple_unet_cli_train_sample_resume) {
              dir, df_test_root());
     EXPECT(system(cmd) == 0, "PyTorch could not load the run's weights strictly: %s", cmd);
     /* samples: DDPM over all 50 steps and DDIM over 10 */
-    st = run(out, sizeof out,
+    st = df_test_diffuse(out, sizeof out,
              "sample --model simple-full --sampler ddpm --n 2 --batch 2 --seed 1 --out simple-ddpm.png --threads 1");
     EXPECT(st == 0 && strstr(out, "simple-ddpm.png"), "diffuse sample (DDPM): %s", out);
-    st = run(out, sizeof out,
+    st = df_test_diffuse(out, sizeof out,
              "sample --model simple-full --sampler ddim --steps 10 --n 2 --batch 2 --seed 1 --out simple-ddim.npy "
              "--threads 1");
     EXPECT(st == 0, "diffuse sample (DDIM): %s", out);
@@ -445,6 +436,6 @@ TEST(simple_unet_cli_train_sample_resume) {
     EXPECT(stat(path, &sb) == 0 && sb.st_size > 100, "no DDPM samples %s", path);
     snprintf(path, sizeof path, "%s/simple-ddim.npy", dir);
     EXPECT(stat(path, &sb) == 0 && sb.st_size >= 2 * 3 * 64 * 64, "no DDIM samples %s", path);
-    st = run(out, sizeof out, "info --model simple-full");
+    st = df_test_diffuse(out, sizeof out, "info --model simple-full");
     EXPECT(st == 0 && strstr(out, "SimpleUnet"), "diffuse info --model: %s", out);
 }

@@ -243,20 +243,9 @@ TEST(toy_scatter_png) {
     EXPECT(df_scatter_png(path, p, 1, 2.0, 10, NULL) < 0, "a 10-pixel panel must be an error");
 }
 
-/* Runs the built binary in the test's temp dir; returns the exit status, output (stdout and stderr) in out. */
-static int run(char *out, size_t cap, const char *args) {
-    char cmd[3000];
-    snprintf(cmd, sizeof cmd, "cd %s && OMP_NUM_THREADS=1 %s/build/diffuse %s 2>&1", df_test_tmpdir(), df_test_root(),
-             args);
-    FILE *p = popen(cmd, "r");
-    size_t n = p ? fread(out, 1, cap - 1, p) : 0;
-    out[n] = 0;
-    return p ? pclose(p) : -1;
-}
-
 TEST(cli_toy_writes_figures_and_refuses_bad_flags) {
     char out[8192], path[700];
-    EXPECT(run(out, sizeof out, "toy --data 8gaussians --out toyrun --steps 30 --batch 64 --n 200 --sampler ddim "
+    EXPECT(df_test_diffuse(out, sizeof out, "toy --data 8gaussians --out toyrun --steps 30 --batch 64 --n 200 --sampler ddim "
                                 "--sample-steps 12") == 0, "%s", out);
     EXPECT(strstr(out, "sliced Wasserstein-2: model") && strstr(out, "fitted Gaussian"), "no distances in: %s", out);
     const char *names[3] = {"forward.png", "reverse.png", "samples.png"};
@@ -267,14 +256,14 @@ TEST(cli_toy_writes_figures_and_refuses_bad_flags) {
         EXPECT(df_image_read(path, &px, &w, &h, &c) == 0 && w > h, "%s: %s", names[i], df_errmsg());
         df_free(px);
     }
-    EXPECT(run(out, sizeof out, "toy --data spiral") != 0 && strstr(out, "swissroll, moons, 8gaussians, checkerboard"),
+    EXPECT(df_test_diffuse(out, sizeof out, "toy --data spiral") != 0 && strstr(out, "swissroll, moons, 8gaussians, checkerboard"),
            "an unknown --data must fail and list the datasets: %s", out);
-    EXPECT(run(out, sizeof out, "toy") != 0 && strstr(out, "--data"), "a missing --data must fail: %s", out);
-    EXPECT(run(out, sizeof out, "toy --data moons --steps 0") != 0 && strstr(out, "--steps"),
+    EXPECT(df_test_diffuse(out, sizeof out, "toy") != 0 && strstr(out, "--data"), "a missing --data must fail: %s", out);
+    EXPECT(df_test_diffuse(out, sizeof out, "toy --data moons --steps 0") != 0 && strstr(out, "--steps"),
            "--steps 0 must fail naming the flag: %s", out);
-    EXPECT(run(out, sizeof out, "toy --data moons --sampler euler") != 0 && strstr(out, "--sampler"),
+    EXPECT(df_test_diffuse(out, sizeof out, "toy --data moons --sampler euler") != 0 && strstr(out, "--sampler"),
            "an unknown --sampler must fail: %s", out);
-    EXPECT(run(out, sizeof out, "toy --data moons --n 1") != 0 && strstr(out, "--n"), "--n 1 must fail: %s", out);
+    EXPECT(df_test_diffuse(out, sizeof out, "toy --data moons --n 1") != 0 && strstr(out, "--n"), "--n 1 must fail: %s", out);
     struct stat st;
     snprintf(path, sizeof path, "%s/runs/toy-moons/forward.png", df_test_tmpdir());
     EXPECT(stat(path, &st) != 0, "a refused command must not write figures");

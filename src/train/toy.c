@@ -192,14 +192,8 @@ int df_toy_mlp_init(df_toy_mlp *m, const df_toy_mlp_config *c, uint64_t seed) {
     df_params_alloc(&m->params);
     df_params_alloc(&m->ema);
     df_params_alloc_grad(&m->params);
-    /* torch.nn.Linear: weight and bias uniform in +-1/sqrt(fan_in), fan_in the weight's second dimension */
     df_params *ps = &m->params;
-    for (size_t i = 0; i < ps->n; i++) {
-        const df_param *p = &ps->p[i], *w = p->ndim == 2 ? p : &ps->p[i - 1]; /* a bias follows its weight */
-        float *v = ps->data + p->offset, bound = (float)(1 / sqrt((double)w->shape[1]));
-        df_rng_uniform(v, p->numel, seed, df_stream(DF_STREAM_INIT, (uint32_t)i, 0), 0);
-        for (size_t k = 0; k < p->numel; k++) v[k] = bound * (2 * v[k] - 1);
-    }
+    df_params_init_torch(ps, seed); /* torch.nn.Linear's: uniform in +-1/sqrt(fan_in) */
     memcpy(m->ema.data, ps->data, ps->total * sizeof(float));
     return 0;
 }
