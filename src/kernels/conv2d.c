@@ -129,7 +129,7 @@ static void valid_range(size_t *x0, size_t *x1, size_t j, size_t pad, size_t str
 
 /* col[(c*KH + i)*KW + j][y*Wo + x] = in[c][y*s + i - pad_t][x*s + j - pad_l], or 0 in the padding.
  * in is one image (C_in, H, W). Rows are independent; large images split them over threads. */
-static void im2col(float *col, const float *in, const conv2d_dims *d, size_t Ho, size_t Wo) {
+void conv2d_im2col(float *col, const float *in, const conv2d_dims *d, size_t Ho, size_t Wo) {
     /* col (C_in*KH*KW, Ho*Wo) <- in (C_in, H, W) */
     ptrdiff_t rows = (ptrdiff_t)(d->C_in * d->KH * d->KW);
 #pragma omp parallel for schedule(static) if (rows * Ho * Wo > (1 << 16))
@@ -160,7 +160,7 @@ static void im2col(float *col, const float *in, const conv2d_dims *d, size_t Ho,
 
 /* The adjoint of im2col: din[c][y*s + i - pad_t][x*s + j - pad_l] += col[(c*KH + i)*KW + j][y*Wo + x].
  * Threads split the input channels, whose pixels are disjoint. */
-static void col2im_add(float *din, const float *col, const conv2d_dims *d, size_t Ho, size_t Wo) {
+void conv2d_col2im_add(float *din, const float *col, const conv2d_dims *d, size_t Ho, size_t Wo) {
     /* din (C_in, H, W) += col2im(col (C_in*KH*KW, Ho*Wo)) */
     ptrdiff_t C = (ptrdiff_t)d->C_in;
 #pragma omp parallel for schedule(static) if (C * d->KH * d->KW * Ho * Wo > (1 << 16))
@@ -200,7 +200,7 @@ static void conv_forward_image(float *out, const float *in, const float *wpacked
     const float *col = in;
     if (!conv_is_pointwise(d)) {
         float *buf = df_scratch(CONV_SLOT_COL, K * P);
-        im2col(buf, in, d, Ho, Wo);
+        conv2d_im2col(buf, in, d, Ho, Wo);
         col = buf;
     }
     float beta = 0;
@@ -276,7 +276,7 @@ void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout
             const float *col = x;
             if (!pointwise) {
                 float *buf = df_scratch(CONV_SLOT_COL, K * P);
-                im2col(buf, x, d, Ho, Wo);
+                conv2d_im2col(buf, x, d, Ho, Wo);
                 col = buf;
             }
             gemm(0, 1, d->C_out, K, P, 1.0f, g, P, col, P, 1.0f, dweight, K);
@@ -287,7 +287,7 @@ void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout
             } else {
                 float *dcol = df_scratch(CONV_SLOT_DCOL, K * P);
                 gemm_prepacked(K, P, d->C_out, 1.0f, wtp, gemm_plain_b, &gb, 0.0f, dcol, P);
-                col2im_add(din + b * in_sz, dcol, d, Ho, Wo);
+                conv2d_col2im_add(din + b * in_sz, dcol, d, Ho, Wo);
             }
         }
     }

@@ -140,71 +140,24 @@ void convt2d_backward_ref(float *din, float *dweight, float *dbias, const float 
 
 /* ---- col2im / im2col ---- */
 
-/* The inputs x in [x0, x1) (of W) whose output column x * stride + j - pad lies inside [0, Wo). */
-static void valid_range(size_t *x0, size_t *x1, size_t j, size_t pad, size_t stride, size_t W, size_t Wo) {
-    size_t lo = j >= pad ? 0 : (pad - j + stride - 1) / stride; /* first x with x*s + j >= pad */
-    size_t hi = Wo + pad > j ? (Wo + pad - j + stride - 1) / stride : 0; /* first x with x*s + j >= Wo + pad */
-    *x0 = lo < W ? lo : W;
-    *x1 = hi < W ? hi : W;
-    if (*x1 < *x0) *x1 = *x0;
+/* The convolution whose im2col and col2im a transposed convolution shares: its input is the transposed one's
+ * output (C_out, Ho, Wo), and its output grid the transposed one's input (H, W). */
+static conv2d_dims as_conv(const convt2d_dims *d, size_t Ho, size_t Wo) {
+    conv2d_dims c = {.B = 1, .C_in = d->C_out, .H = Ho, .W = Wo, .C_out = d->C_in, .KH = d->KH, .KW = d->KW,
+                     .stride = d->stride, .pad_t = d->pad, .pad_b = d->pad, .pad_l = d->pad, .pad_r = d->pad};
+    return c;
 }
 
-/* out[o][y*s + i - pad][x*s + j - pad] += col[(o*KH + i)*KW + j][y*W + x] for one image: out (C_out, Ho, Wo),
- * col (C_out*KH*KW, H*W). Threads split the output channels, whose pixels are disjoint. */
+/* out (C_out, Ho, Wo) += col2im(col (C_out*KH*KW, H*W)) for one image. */
 static void col2im_add(float *out, const float *col, const convt2d_dims *d, size_t Ho, size_t Wo) {
-    /* out (C_out, Ho, Wo) += col2im(col (C_out*KH*KW, H*W)) */
-    ptrdiff_t C = (ptrdiff_t)d->C_out;
-    size_t s = d->stride, pad = d->pad;
-#pragma omp parallel for schedule(static) if (C * d->KH * d->KW * d->H * d->W > (1 << 16))
-    for (ptrdiff_t o = 0; o < C; o++)
-        for (size_t i = 0; i < d->KH; i++)
-            for (size_t j = 0; j < d->KW; j++) {
-                const float *src = col + (((size_t)o * d->KH + i) * d->KW + j) * d->H * d->W;
-                float *dst = out + (size_t)o * Ho * Wo;
-                size_t x0, x1;
-                valid_range(&x0, &x1, j, pad, s, d->W, Wo);
-                for (size_t y = 0; y < d->H; y++) {
-                    ptrdiff_t oy = (ptrdiff_t)(y * s + i) - (ptrdiff_t)pad;
-                    if (oy < 0 || oy >= (ptrdiff_t)Ho) continue;
-                    ptrdiff_t base = oy * (ptrdiff_t)Wo + (ptrdiff_t)j - (ptrdiff_t)pad; /* + x*s, x in [x0, x1) */
-                    const float *srow = src + y * d->W;
-                    if (s == 1)
-                        for (size_t x = x0; x < x1; x++) dst[base + (ptrdiff_t)x] += srow[x];
-                    else
-                        for (size_t x = x0; x < x1; x++) dst[base + (ptrdiff_t)(x * s)] += srow[x];
-                }
-            }
+    conv2d_dims c = as_conv(d, Ho, Wo);
+    conv2d_col2im_add(out, col, &c, d->H, d->W);
 }
 
-/* The adjoint of col2im_add: col[(o*KH + i)*KW + j][y*W + x] = g[o][y*s + i - pad][x*s + j - pad], or 0 where
- * that falls outside the output. g is one image (C_out, Ho, Wo). */
+/* col (C_out*KH*KW, H*W) = im2col(g (C_out, Ho, Wo)) for one image: the adjoint of col2im_add. */
 static void im2col(float *col, const float *g, const convt2d_dims *d, size_t Ho, size_t Wo) {
-    /* col (C_out*KH*KW, H*W) <- g (C_out, Ho, Wo) */
-    ptrdiff_t rows = (ptrdiff_t)(d->C_out * d->KH * d->KW);
-    size_t s = d->stride, pad = d->pad, W = d->W;
-#pragma omp parallel for schedule(static) if (rows * d->H * W > (1 << 16))
-    for (ptrdiff_t r = 0; r < rows; r++) {
-        size_t o = (size_t)r / (d->KH * d->KW), i = (size_t)r / d->KW % d->KH, j = (size_t)r % d->KW;
-        float *dst = col + (size_t)r * d->H * W;
-        const float *src = g + o * Ho * Wo;
-        size_t x0, x1;
-        valid_range(&x0, &x1, j, pad, s, W, Wo);
-        for (size_t y = 0; y < d->H; y++) {
-            ptrdiff_t oy = (ptrdiff_t)(y * s + i) - (ptrdiff_t)pad;
-            float *drow = dst + y * W;
-            if (oy < 0 || oy >= (ptrdiff_t)Ho) {
-                memset(drow, 0, W * sizeof(float));
-                continue;
-            }
-            ptrdiff_t base = oy * (ptrdiff_t)Wo + (ptrdiff_t)j - (ptrdiff_t)pad; /* + x*s, x in [x0, x1) */
-            for (size_t x = 0; x < x0; x++) drow[x] = 0;
-            if (s == 1)
-                memcpy(drow + x0, src + (base + (ptrdiff_t)x0), (x1 - x0) * sizeof(float));
-            else
-                for (size_t x = x0; x < x1; x++) drow[x] = src[base + (ptrdiff_t)(x * s)];
-            for (size_t x = x1; x < W; x++) drow[x] = 0;
-        }
-    }
+    conv2d_dims c = as_conv(d, Ho, Wo);
+    conv2d_im2col(col, g, &c, d->H, d->W);
 }
 
 static int convt_is_pointwise(const convt2d_dims *d) {

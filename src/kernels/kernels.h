@@ -62,6 +62,11 @@ typedef struct {
 } conv2d_dims;
 size_t conv2d_out_h(const conv2d_dims *d);
 size_t conv2d_out_w(const conv2d_dims *d);
+/* One image's im2col, col[(c*KH + i)*KW + j][y*Wo + x] = in[c][y*s + i - pad_t][x*s + j - pad_l] (0 in the
+ * padding), and its adjoint col2im_add (din += ...), for an output grid of Ho x Wo. The convolutions use them,
+ * and the transposed convolution, whose forward is a col2im and whose backward an im2col. */
+void conv2d_im2col(float *col, const float *in, const conv2d_dims *d, size_t Ho, size_t Wo);
+void conv2d_col2im_add(float *din, const float *col, const conv2d_dims *d, size_t Ho, size_t Wo);
 /* out (B, C_out, H_out, W_out); in (B, C_in, H, W); weight (C_out, C_in, KH, KW); bias (C_out) or NULL. */
 void conv2d_forward(float *out, const float *in, const float *weight, const float *bias, const conv2d_dims *d);
 void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout, const float *in,
