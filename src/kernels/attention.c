@@ -11,6 +11,7 @@
 #include <math.h>
 
 #include "base/base.h"
+#include "vmath.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -72,17 +73,25 @@ void attention_forward_ref(float *out, float *probs, const float *q, const float
 /* ---- forward ---- */
 
 /* In place over rows x T scores: each row becomes softmax(row) (max subtracted before exp). */
+DF_CLONES static void softmax_row(float *x, size_t T) {
+    float mx = -INFINITY;
+    for (size_t j = 0; j < T; j++) mx = x[j] > mx ? x[j] : mx;
+    float sum = 0; /* in float lanes: T terms in (0, 1], one of them 1 */
+#pragma omp simd reduction(+ : sum)
+    for (size_t j = 0; j < T; j++) {
+        float e = df_vexpf(x[j] - mx); /* vectorised exp (vmath.h, 8e-8 relative) */
+        x[j] = e;
+        sum += e;
+    }
+    float inv = 1.0f / sum;
+#pragma omp simd
+    for (size_t j = 0; j < T; j++) x[j] *= inv;
+}
+
 static void softmax_rows(float *s, size_t rows, size_t T) {
     /* s (rows, T) = softmax(s) along T */
 #pragma omp parallel for schedule(static) if (rows * T > (1 << 15))
-    for (size_t r = 0; r < rows; r++) {
-        float *x = s + r * T, mx = -INFINITY;
-        for (size_t j = 0; j < T; j++) mx = x[j] > mx ? x[j] : mx;
-        double sum = 0;
-        for (size_t j = 0; j < T; j++) sum += x[j] = expf(x[j] - mx);
-        float inv = (float)(1.0 / sum);
-        for (size_t j = 0; j < T; j++) x[j] *= inv;
-    }
+    for (size_t r = 0; r < rows; r++) softmax_row(s + r * T, T);
 }
 
 /* One (image, head): rows i0.. of P go to p (ld T), either probs or a scratch block. */

@@ -13,9 +13,10 @@
 
 #include "base/base.h"
 #include "kernels.h"
+#include "vmath.h"
 
-/* Scratch slots used here (conv2d's own 0 and 1, gemm's 2 and 3, conv2d backward's 4 are not live now);
- * slot 5 holds each thread's row buffers in the transforms. */
+/* Scratch slots used here (conv2d's own 0 and 1, gemm's 2 and 3, conv2d backward's 4 are not live now):
+ * 0 the packed transformed weights, 1 each thread's V, 4 its M, 5 its row buffers in the transforms. */
 #define WG_SLOT_U 0
 #define WG_SLOT_V 1
 #define WG_SLOT_M 4
@@ -58,86 +59,82 @@ static void transform_weights(float *U, const float *weight, size_t Co, size_t C
 }
 
 /* V[xi][i][b * tiles + t] = (B^T d B)[xi] for the 4x4 input patch d of tile t (rows 2 ty - 1 .. 2 ty + 2,
- * columns 2 tx - 1 .. 2 tx + 2, zero outside the image). One row of tiles at a time: the column transform of
- * each of the 4 input rows over all tiles (contiguous in tx), then the row transform. */
-static void transform_inputs(float *V, const float *in, const conv2d_dims *d, size_t th, size_t tw, size_t row0,
-                             size_t nrows, float *buf) {
-    /* V (16, Ci, nrows * tw) <- tile rows [row0, row0 + nrows) of in (B, Ci, H, W); buf: 4 (2 tw + 2) + 16 tw */
+ * columns 2 tx - 1 .. 2 tx + 2, zero outside the image). Per input channel: the column transform of each
+ * tile row's 4 input rows (contiguous in tx), then the row transform over all the chunk's tiles at once (long
+ * vectors even when the image is only a few tiles wide). */
+DF_CLONES static void transform_inputs(float *V, const float *in, const conv2d_dims *d, size_t th, size_t tw,
+                                       size_t row0, size_t nrows, float *buf) {
+    /* V (16, Ci, nrows * tw) <- tile rows [row0, row0 + nrows) of in (B, Ci, H, W); buf: 4 (2 tw + 2) + 16 N */
     size_t Ci = d->C_in, H = d->H, W = d->W, N = nrows * tw, pw = 2 * tw + 2;
-    float *row = buf, *h = buf + 4 * pw; /* 4 padded rows; h[r][k][tx] */
+    float *row = buf, *h = buf + 4 * pw; /* 4 padded rows; h[r][k][n], n = rr * tw + tx */
     for (size_t i = 0; i < Ci; i++) {
         for (size_t rr = 0; rr < nrows; rr++) {
             size_t b = (row0 + rr) / th, ty = (row0 + rr) % th;
             const float *x = in + (b * Ci + i) * H * W;
-            {
-                for (int r = 0; r < 4; r++) { /* padded row r: row[r][1 + j] = x[2 ty - 1 + r][j] */
-                    float *pr = row + (size_t)r * pw;
-                    ptrdiff_t y = (ptrdiff_t)(2 * ty) - 1 + r;
-                    memset(pr, 0, pw * sizeof(float));
-                    if (y >= 0 && y < (ptrdiff_t)H) memcpy(pr + 1, x + (size_t)y * W, W * sizeof(float));
-                    float *h0 = h + (size_t)(r * 4) * tw, *h1 = h0 + tw, *h2 = h1 + tw, *h3 = h2 + tw;
-                    for (size_t tx = 0; tx < tw; tx++) { /* columns 2tx .. 2tx + 3 of the padded row */
-                        const float *q = pr + 2 * tx;
-                        h0[tx] = q[0] - q[2];
-                        h1[tx] = q[1] + q[2];
-                        h2[tx] = q[2] - q[1];
-                        h3[tx] = q[1] - q[3];
-                    }
+            for (int r = 0; r < 4; r++) { /* padded row r: row[r][1 + j] = x[2 ty - 1 + r][j] */
+                float *pr = row + (size_t)r * pw;
+                ptrdiff_t y = (ptrdiff_t)(2 * ty) - 1 + r;
+                memset(pr, 0, pw * sizeof(float));
+                if (y >= 0 && y < (ptrdiff_t)H) memcpy(pr + 1, x + (size_t)y * W, W * sizeof(float));
+                float *h0 = h + (size_t)(r * 4) * N + rr * tw, *h1 = h0 + N, *h2 = h1 + N, *h3 = h2 + N;
+                for (size_t tx = 0; tx < tw; tx++) { /* columns 2tx .. 2tx + 3 of the padded row */
+                    const float *q = pr + 2 * tx;
+                    h0[tx] = q[0] - q[2];
+                    h1[tx] = q[1] + q[2];
+                    h2[tx] = q[2] - q[1];
+                    h3[tx] = q[1] - q[3];
                 }
-                size_t col = rr * tw;
-                for (int k = 0; k < 4; k++) {
-                    const float *a0 = h + (size_t)(0 * 4 + k) * tw, *a1 = h + (size_t)(1 * 4 + k) * tw;
-                    const float *a2 = h + (size_t)(2 * 4 + k) * tw, *a3 = h + (size_t)(3 * 4 + k) * tw;
-                    float *v0 = V + ((size_t)(0 * 4 + k) * Ci + i) * N + col, *v1 = V + ((size_t)(1 * 4 + k) * Ci + i) * N + col;
-                    float *v2 = V + ((size_t)(2 * 4 + k) * Ci + i) * N + col, *v3 = V + ((size_t)(3 * 4 + k) * Ci + i) * N + col;
-                    for (size_t tx = 0; tx < tw; tx++) {
-                        v0[tx] = a0[tx] - a2[tx];
-                        v1[tx] = a1[tx] + a2[tx];
-                        v2[tx] = a2[tx] - a1[tx];
-                        v3[tx] = a1[tx] - a3[tx];
-                    }
-                }
+            }
+        }
+        for (int k = 0; k < 4; k++) {
+            const float *a0 = h + (size_t)(0 * 4 + k) * N, *a1 = h + (size_t)(1 * 4 + k) * N;
+            const float *a2 = h + (size_t)(2 * 4 + k) * N, *a3 = h + (size_t)(3 * 4 + k) * N;
+            float *v0 = V + ((size_t)(0 * 4 + k) * Ci + i) * N, *v1 = V + ((size_t)(1 * 4 + k) * Ci + i) * N;
+            float *v2 = V + ((size_t)(2 * 4 + k) * Ci + i) * N, *v3 = V + ((size_t)(3 * 4 + k) * Ci + i) * N;
+#pragma omp simd
+            for (size_t n = 0; n < N; n++) {
+                v0[n] = a0[n] - a2[n];
+                v1[n] = a1[n] + a2[n];
+                v2[n] = a2[n] - a1[n];
+                v3[n] = a1[n] - a3[n];
             }
         }
     }
 }
 
 /* out[b][o] 2x2 block of tile t = A^T m A + bias, m[xi] = M[xi][o][b * tiles + t]; outputs past the image
- * edge (odd sizes) are dropped. One row of tiles at a time, contiguous in tx. */
-static void transform_outputs(float *out, const float *M, const float *bias, const conv2d_dims *d, size_t th,
-                              size_t tw, size_t row0, size_t nrows, float *buf) {
-    /* tile rows [row0, row0 + nrows) of out (B, Co, H, W) <- M (16, Co, nrows * tw); buf: 12 tw */
+ * edge (odd sizes) are dropped. Per output channel: A^T m over all the chunk's tiles at once, then each tile
+ * row's two output rows. */
+DF_CLONES static void transform_outputs(float *out, const float *M, const float *bias, const conv2d_dims *d,
+                                        size_t th, size_t tw, size_t row0, size_t nrows, float *buf) {
+    /* tile rows [row0, row0 + nrows) of out (B, Co, H, W) <- M (16, Co, nrows * tw); buf: 8 N + 4 tw */
     size_t Co = d->C_out, H = d->H, W = d->W, N = nrows * tw;
-    float *s = buf, *o2 = buf + 8 * tw; /* s[r][c][tx] (A^T m), then two output rows of 2 tw */
+    float *s = buf, *o2 = buf + 8 * N; /* s[r][c][n] (A^T m), then two output rows of 2 tw */
     for (size_t o = 0; o < Co; o++) {
         float bv = bias ? bias[o] : 0.0f;
+        for (int c = 0; c < 4; c++) { /* A^T m, column c of the 4x4 */
+            const float *m0 = M + ((size_t)(0 * 4 + c) * Co + o) * N, *m1 = M + ((size_t)(1 * 4 + c) * Co + o) * N;
+            const float *m2 = M + ((size_t)(2 * 4 + c) * Co + o) * N, *m3 = M + ((size_t)(3 * 4 + c) * Co + o) * N;
+            float *s0 = s + (size_t)c * N, *s1 = s + (size_t)(4 + c) * N;
+#pragma omp simd
+            for (size_t n = 0; n < N; n++) {
+                s0[n] = m0[n] + m1[n] + m2[n];
+                s1[n] = m1[n] - m2[n] - m3[n];
+            }
+        }
         for (size_t rr = 0; rr < nrows; rr++) {
             size_t b = (row0 + rr) / th, ty = (row0 + rr) % th;
             float *y = out + (b * Co + o) * H * W;
-            {
-                size_t col = rr * tw;
-                for (int c = 0; c < 4; c++) { /* A^T m, column c of the 4x4 */
-                    const float *m0 = M + ((size_t)(0 * 4 + c) * Co + o) * N + col;
-                    const float *m1 = M + ((size_t)(1 * 4 + c) * Co + o) * N + col;
-                    const float *m2 = M + ((size_t)(2 * 4 + c) * Co + o) * N + col;
-                    const float *m3 = M + ((size_t)(3 * 4 + c) * Co + o) * N + col;
-                    float *s0 = s + (size_t)c * tw, *s1 = s + (size_t)(4 + c) * tw;
-                    for (size_t tx = 0; tx < tw; tx++) {
-                        s0[tx] = m0[tx] + m1[tx] + m2[tx];
-                        s1[tx] = m1[tx] - m2[tx] - m3[tx];
-                    }
+            for (int r = 0; r < 2; r++) { /* (A^T m) A: two outputs per tile and row */
+                const float *t0 = s + (size_t)(r * 4 + 0) * N + rr * tw, *t1 = s + (size_t)(r * 4 + 1) * N + rr * tw;
+                const float *t2 = s + (size_t)(r * 4 + 2) * N + rr * tw, *t3 = s + (size_t)(r * 4 + 3) * N + rr * tw;
+                float *orow = o2 + (size_t)r * 2 * tw;
+                for (size_t tx = 0; tx < tw; tx++) {
+                    orow[2 * tx] = t0[tx] + t1[tx] + t2[tx] + bv;
+                    orow[2 * tx + 1] = t1[tx] - t2[tx] - t3[tx] + bv;
                 }
-                for (int r = 0; r < 2; r++) { /* (A^T m) A: two outputs per tile and row */
-                    const float *t0 = s + (size_t)(r * 4 + 0) * tw, *t1 = s + (size_t)(r * 4 + 1) * tw;
-                    const float *t2 = s + (size_t)(r * 4 + 2) * tw, *t3 = s + (size_t)(r * 4 + 3) * tw;
-                    float *orow = o2 + (size_t)r * 2 * tw;
-                    for (size_t tx = 0; tx < tw; tx++) {
-                        orow[2 * tx] = t0[tx] + t1[tx] + t2[tx] + bv;
-                        orow[2 * tx + 1] = t1[tx] - t2[tx] - t3[tx] + bv;
-                    }
-                    size_t yy = 2 * ty + (size_t)r;
-                    if (yy < H) memcpy(y + yy * W, orow, W * sizeof(float));
-                }
+                size_t yy = 2 * ty + (size_t)r;
+                if (yy < H) memcpy(y + yy * W, orow, W * sizeof(float));
             }
         }
     }
@@ -150,20 +147,26 @@ void conv2d_forward_winograd(float *out, const float *in, const float *weight, c
     size_t Ci = d->C_in, Co = d->C_out, th = (d->H + 1) / 2, tw = (d->W + 1) / 2, rows = d->B * th;
     /* chunks of whole tile rows, about WG_TILES tiles: V and M of a chunk stay in cache */
     size_t per = WG_TILES / tw ? WG_TILES / tw : 1, chunks = (rows + per - 1) / per;
-    float *U = df_scratch(WG_SLOT_U, 16 * Co * Ci);
+    /* U = G g G^T, then each of its 16 matrices packed once for the GEMMs of every chunk (U is built in the
+     * calling thread's V slot, free until the chunks start) */
+    size_t ap = gemm_packed_a_size(Co, Ci);
+    float *U = df_scratch(WG_SLOT_V, 16 * Co * Ci), *Up = df_scratch(WG_SLOT_U, 16 * ap);
     transform_weights(U, weight, Co, Ci);
+    for (int xi = 0; xi < 16; xi++) gemm_pack_a(Up + (size_t)xi * ap, 0, U + (size_t)xi * Co * Ci, Ci, Co, Ci, 1);
 #pragma omp parallel
     {
         size_t N = per * tw;
         float *V = df_scratch(WG_SLOT_V, 16 * Ci * N), *M = df_scratch(WG_SLOT_M, 16 * Co * N);
-        float *buf = df_scratch(5, 4 * (2 * tw + 2) + 16 * tw);
+        float *buf = df_scratch(5, 4 * (2 * tw + 2) + 16 * N + 4 * tw); /* the larger of the two transforms' */
 #pragma omp for schedule(dynamic, 1)
         for (ptrdiff_t c = 0; c < (ptrdiff_t)chunks; c++) {
             size_t row0 = (size_t)c * per, nr = rows - row0 < per ? rows - row0 : per, n = nr * tw;
             transform_inputs(V, in, d, th, tw, row0, nr, buf);
-            for (int xi = 0; xi < 16; xi++) /* serial inside the parallel region */
-                gemm(0, 0, Co, n, Ci, 1.0f, U + (size_t)xi * Co * Ci, Ci, V + (size_t)xi * Ci * n, n, 0.0f,
-                     M + (size_t)xi * Co * n, n);
+            for (int xi = 0; xi < 16; xi++) { /* serial inside the parallel region */
+                gemm_plain_b_ctx vb = {0, V + (size_t)xi * Ci * n, n};
+                gemm_prepacked(Co, n, Ci, 1.0f, Up + (size_t)xi * ap, gemm_plain_b, &vb, 0.0f,
+                               M + (size_t)xi * Co * n, n);
+            }
             transform_outputs(out, M, bias, d, th, tw, row0, nr, buf);
         }
     }
