@@ -58,31 +58,48 @@ static void transform_weights(float *U, const float *weight, size_t Co, size_t C
     }
 }
 
+/* x[j] of a row of W, or 0 outside it (the padding). */
+static inline float at(const float *x, ptrdiff_t j, size_t W) { return j >= 0 && j < (ptrdiff_t)W ? x[j] : 0.0f; }
+
 /* V[xi][i][b * tiles + t] = (B^T d B)[xi] for the 4x4 input patch d of tile t (rows 2 ty - 1 .. 2 ty + 2,
  * columns 2 tx - 1 .. 2 tx + 2, zero outside the image). Per input channel: the column transform of each
- * tile row's 4 input rows (contiguous in tx), then the row transform over all the chunk's tiles at once (long
+ * tile row's 4 input rows (contiguous in tx, read in place; the edge tiles see the zero padding), then the row transform over all the chunk's tiles at once (long
  * vectors even when the image is only a few tiles wide). */
 DF_CLONES static void transform_inputs(float *V, const float *in, const conv2d_dims *d, size_t th, size_t tw,
-                                       size_t row0, size_t nrows, float *buf) {
-    /* V (16, Ci, nrows * tw) <- tile rows [row0, row0 + nrows) of in (B, Ci, H, W); buf: 4 (2 tw + 2) + 16 N */
-    size_t Ci = d->C_in, H = d->H, W = d->W, N = nrows * tw, pw = 2 * tw + 2;
-    float *row = buf, *h = buf + 4 * pw; /* 4 padded rows; h[r][k][n], n = rr * tw + tx */
+                                       size_t row0, size_t nrows, float *h) {
+    /* V (16, Ci, nrows * tw) <- tile rows [row0, row0 + nrows) of in (B, Ci, H, W); h: 16 N */
+    size_t Ci = d->C_in, H = d->H, W = d->W, N = nrows * tw;
+    /* tiles tx in [1, tx1) read columns 2 tx - 1 .. 2 tx + 2 all inside the row */
+    size_t tx1 = W >= 3 ? (W - 3) / 2 + 1 : 1;
+    if (tx1 > tw) tx1 = tw;
     for (size_t i = 0; i < Ci; i++) {
         for (size_t rr = 0; rr < nrows; rr++) {
             size_t b = (row0 + rr) / th, ty = (row0 + rr) % th;
             const float *x = in + (b * Ci + i) * H * W;
-            for (int r = 0; r < 4; r++) { /* padded row r: row[r][1 + j] = x[2 ty - 1 + r][j] */
-                float *pr = row + (size_t)r * pw;
-                ptrdiff_t y = (ptrdiff_t)(2 * ty) - 1 + r;
-                memset(pr, 0, pw * sizeof(float));
-                if (y >= 0 && y < (ptrdiff_t)H) memcpy(pr + 1, x + (size_t)y * W, W * sizeof(float));
+            for (int r = 0; r < 4; r++) { /* input row 2 ty - 1 + r, columns 2tx - 1 .. 2tx + 2 of each tile */
                 float *h0 = h + (size_t)(r * 4) * N + rr * tw, *h1 = h0 + N, *h2 = h1 + N, *h3 = h2 + N;
-                for (size_t tx = 0; tx < tw; tx++) { /* columns 2tx .. 2tx + 3 of the padded row */
-                    const float *q = pr + 2 * tx;
+                ptrdiff_t y = (ptrdiff_t)(2 * ty) - 1 + r;
+                if (y < 0 || y >= (ptrdiff_t)H) { /* a padding row */
+                    memset(h0, 0, tw * sizeof(float)), memset(h1, 0, tw * sizeof(float));
+                    memset(h2, 0, tw * sizeof(float)), memset(h3, 0, tw * sizeof(float));
+                    continue;
+                }
+                const float *xr = x + (size_t)y * W;
+#pragma omp simd
+                for (size_t tx = 1; tx < tx1; tx++) {
+                    const float *q = xr + 2 * tx - 1;
                     h0[tx] = q[0] - q[2];
                     h1[tx] = q[1] + q[2];
                     h2[tx] = q[2] - q[1];
                     h3[tx] = q[1] - q[3];
+                }
+                for (size_t tx = 0; tx < tw; tx = tx == 0 && tx1 > 1 ? tx1 : tx + 1) { /* the edge tiles */
+                    ptrdiff_t j = (ptrdiff_t)(2 * tx) - 1;
+                    float q0 = at(xr, j, W), q1 = at(xr, j + 1, W), q2 = at(xr, j + 2, W), q3 = at(xr, j + 3, W);
+                    h0[tx] = q0 - q2;
+                    h1[tx] = q1 + q2;
+                    h2[tx] = q2 - q1;
+                    h3[tx] = q1 - q3;
                 }
             }
         }
@@ -107,9 +124,9 @@ DF_CLONES static void transform_inputs(float *V, const float *in, const conv2d_d
  * row's two output rows. */
 DF_CLONES static void transform_outputs(float *out, const float *M, const float *bias, const conv2d_dims *d,
                                         size_t th, size_t tw, size_t row0, size_t nrows, float *buf) {
-    /* tile rows [row0, row0 + nrows) of out (B, Co, H, W) <- M (16, Co, nrows * tw); buf: 8 N + 4 tw */
+    /* tile rows [row0, row0 + nrows) of out (B, Co, H, W) <- M (16, Co, nrows * tw); buf: 8 N */
     size_t Co = d->C_out, H = d->H, W = d->W, N = nrows * tw;
-    float *s = buf, *o2 = buf + 8 * N; /* s[r][c][n] (A^T m), then two output rows of 2 tw */
+    float *s = buf; /* s[r][c][n] = A^T m */
     for (size_t o = 0; o < Co; o++) {
         float bv = bias ? bias[o] : 0.0f;
         for (int c = 0; c < 4; c++) { /* A^T m, column c of the 4x4 */
@@ -128,13 +145,15 @@ DF_CLONES static void transform_outputs(float *out, const float *M, const float 
             for (int r = 0; r < 2; r++) { /* (A^T m) A: two outputs per tile and row */
                 const float *t0 = s + (size_t)(r * 4 + 0) * N + rr * tw, *t1 = s + (size_t)(r * 4 + 1) * N + rr * tw;
                 const float *t2 = s + (size_t)(r * 4 + 2) * N + rr * tw, *t3 = s + (size_t)(r * 4 + 3) * N + rr * tw;
-                float *orow = o2 + (size_t)r * 2 * tw;
-                for (size_t tx = 0; tx < tw; tx++) {
+                size_t yy = 2 * ty + (size_t)r, full = W / 2; /* tiles with both outputs inside the row */
+                if (yy >= H) continue;
+                float *orow = y + yy * W;
+#pragma omp simd
+                for (size_t tx = 0; tx < full; tx++) {
                     orow[2 * tx] = t0[tx] + t1[tx] + t2[tx] + bv;
                     orow[2 * tx + 1] = t1[tx] - t2[tx] - t3[tx] + bv;
                 }
-                size_t yy = 2 * ty + (size_t)r;
-                if (yy < H) memcpy(y + yy * W, orow, W * sizeof(float));
+                if (W % 2) orow[2 * full] = t0[full] + t1[full] + t2[full] + bv;
             }
         }
     }
@@ -157,7 +176,7 @@ void conv2d_forward_winograd(float *out, const float *in, const float *weight, c
     {
         size_t N = per * tw;
         float *V = df_scratch(WG_SLOT_V, 16 * Ci * N), *M = df_scratch(WG_SLOT_M, 16 * Co * N);
-        float *buf = df_scratch(5, 4 * (2 * tw + 2) + 16 * N + 4 * tw); /* the larger of the two transforms' */
+        float *buf = df_scratch(5, 16 * N); /* the larger of the two transforms' (16 N and 8 N) */
 #pragma omp for schedule(dynamic, 1)
         for (ptrdiff_t c = 0; c < (ptrdiff_t)chunks; c++) {
             size_t row0 = (size_t)c * per, nr = rows - row0 < per ? rows - row0 : per, n = nr * tw;
