@@ -842,6 +842,19 @@ TEST(conv2d_winograd_matches_ref) {
             EXPECT(!memcmp(got, got2, no * 4), "conv2d_forward must take the Winograd path for %s", name);
         else
             EXPECT_CLOSE("conv2d_forward (direct path) vs reference", got2, want, no, 1e-5);
+        /* the input gradient: by Winograd where both directions have the tiles for it, else by col2im */
+        conv2d_dims t = d;
+        t.C_in = d.C_out, t.C_out = d.C_in;
+        float *gout = df_malloc(no * 4), *din = df_calloc(ni, 4), *din_ref = df_calloc(ni, 4);
+        df_test_fill(gout, no, 40 + c, -1, 1);
+        df_test_fill(din, ni, 50 + c, -1, 1); /* backward accumulates: start both from the same values */
+        memcpy(din_ref, din, ni * 4);
+        conv2d_backward(din, NULL, NULL, gout, in, w, &d);
+        conv2d_backward_ref(din_ref, NULL, NULL, gout, in, w, &d);
+        snprintf(name, sizeof name, "  din B%zu %zu->%zu %zux%zu (%s)", d.B, d.C_in, d.C_out, d.H, d.W,
+                 conv2d_winograd_applies(&d) && conv2d_winograd_applies(&t) ? "Winograd" : "col2im");
+        EXPECT_CLOSE(name, din, din_ref, ni, 1e-5);
+        df_free(gout), df_free(din), df_free(din_ref);
         df_free(in), df_free(w), df_free(b), df_free(got), df_free(want), df_free(got2);
     }
     conv2d_dims small = {.B = 1, .C_in = 4, .C_out = 4, .H = 8, .W = 8, .KH = 3, .KW = 3, .stride = 1, .pad_t = 1,

@@ -20,6 +20,8 @@
 #define CONV_SLOT_DCOL 1
 #define CONV_SLOT_WPACK 1   /* forward: the packed weights */
 #define CONV_SLOT_WTPACK 4  /* backward: the packed transposed weights (gemm itself uses slots 2 and 3) */
+#define CONV_SLOT_WROT 6    /* backward by Winograd: the rotated, transposed weights */
+#define CONV_SLOT_DINW 7    /* backward by Winograd: the input gradient before it is added */
 
 /* ---- shapes ---- */
 
@@ -262,6 +264,21 @@ void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout
             }
             dbias[o] += (float)acc;
         }
+    }
+    /* 3x3 stride 1 padding 1 with enough tiles: din += conv3x3(dout, the weights rotated by 180 degrees with
+     * input and output channels swapped), by Winograd (the forward's error, ~1e-7 relative) */
+    conv2d_dims t = *d;
+    t.C_in = d->C_out, t.C_out = d->C_in;
+    if (din && conv2d_winograd_applies(d) && conv2d_winograd_applies(&t)) {
+        size_t Ci = d->C_in, Co = d->C_out, n = d->B * in_sz;
+        float *wr = df_scratch(CONV_SLOT_WROT, Ci * Co * 9), *g = df_scratch(CONV_SLOT_DINW, n);
+        for (size_t o = 0; o < Co; o++)
+            for (size_t i = 0; i < Ci; i++)
+                for (size_t k = 0; k < 9; k++) wr[(i * Co + o) * 9 + 8 - k] = weight[(o * Ci + i) * 9 + k];
+        conv2d_forward_winograd(g, dout, wr, NULL, &t);
+#pragma omp parallel for simd schedule(static) if (n > (1 << 16))
+        for (size_t k = 0; k < n; k++) din[k] += g[k];
+        din = NULL; /* done; the loop below makes dweight */
     }
     /* weight^T (K, C_out), packed once for the input gradients of every image */
     float *wtp = NULL;
