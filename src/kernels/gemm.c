@@ -80,6 +80,11 @@ static void pack_a(float *dst, int transA, const float *A, size_t lda, size_t i0
     }
 }
 
+/* A full panel of B^T (16 source rows, read from k0 on) transposed into d: d[k * NR + j] = src_j[k0 + k] for
+ * k < 16. Set with the micro-kernel: the AVX-512 one where that kernel runs, else NULL (scalar loops). */
+typedef void (*transpose_fn)(float *d, const float *B, size_t ldb, size_t k0);
+static transpose_fn transpose16 = NULL;
+
 /* Packs depth [p0, p0 + kc) and columns [j0, j0 + nc) of op(B) into panels of NR columns: panel c holds,
  * for each k, the NR values op(B)[p0 + k][j0 + c*NR + 0..NR-1] contiguously. Columns past nc are zero. */
 static void pack_b(float *dst, int transB, const float *B, size_t ldb, size_t p0, size_t kc, size_t j0,
@@ -88,7 +93,13 @@ static void pack_b(float *dst, int transB, const float *B, size_t ldb, size_t p0
     for (size_t c = 0; c < nc; c += GEMM_NR) {
         size_t nr = nc - c < GEMM_NR ? nc - c : GEMM_NR;
         float *d = dst + c * kc;
-        if (transB) {
+        if (transB && nr == GEMM_NR && transpose16) { /* 16 x 16 blocks by vector shuffles */
+            const float *src = B + (j0 + c) * ldb + p0;
+            size_t k = 0;
+            for (; k + 16 <= kc; k += 16) transpose16(d + k * GEMM_NR, src, ldb, k);
+            for (; k < kc; k++)
+                for (size_t j = 0; j < GEMM_NR; j++) d[k * GEMM_NR + j] = src[j * ldb + k];
+        } else if (transB) {
             for (size_t j = 0; j < GEMM_NR; j++) {
                 if (j < nr) {
                     const float *src = B + (j0 + c + j) * ldb + p0;
@@ -171,6 +182,35 @@ __attribute__((target("avx512f"))) static void kernel_avx512(size_t kc, const fl
 #pragma GCC unroll 12
     for (int i = 0; i < GEMM_MR; i++) _mm512_storeu_ps(acc + i * GEMM_NR, c[i]);
 }
+
+/* 16 x 16 transpose: rows r_j = B[j * ldb + k0 ..] (j < 16) become d[k * 16 + j]. Unpacks of 32- then 64-bit
+ * pairs within 128-bit lanes, then two rounds of 128-bit lane shuffles. */
+__attribute__((target("avx512f"))) static void transpose16_avx512(float *d, const float *B, size_t ldb,
+                                                                  size_t k0) {
+    __m512 r[16], t[16], u[16];
+    for (int j = 0; j < 16; j++) r[j] = _mm512_loadu_ps(B + (size_t)j * ldb + k0);
+    for (int p = 0; p < 8; p++) {
+        t[2 * p] = _mm512_unpacklo_ps(r[2 * p], r[2 * p + 1]);
+        t[2 * p + 1] = _mm512_unpackhi_ps(r[2 * p], r[2 * p + 1]);
+    }
+    for (int m = 0; m < 4; m++) {
+        __m512d a = _mm512_castps_pd(t[4 * m]), b = _mm512_castps_pd(t[4 * m + 1]);
+        __m512d c = _mm512_castps_pd(t[4 * m + 2]), e = _mm512_castps_pd(t[4 * m + 3]);
+        u[4 * m] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        u[4 * m + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        u[4 * m + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, e));
+        u[4 * m + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, e));
+    }
+    for (int g = 0; g < 4; g++) {
+        __m512 v0 = _mm512_shuffle_f32x4(u[g], u[4 + g], 0x88), v1 = _mm512_shuffle_f32x4(u[g], u[4 + g], 0xdd);
+        __m512 w0 = _mm512_shuffle_f32x4(u[8 + g], u[12 + g], 0x88);
+        __m512 w1 = _mm512_shuffle_f32x4(u[8 + g], u[12 + g], 0xdd);
+        _mm512_storeu_ps(d + (size_t)g * 16, _mm512_shuffle_f32x4(v0, w0, 0x88));
+        _mm512_storeu_ps(d + (size_t)(g + 8) * 16, _mm512_shuffle_f32x4(v0, w0, 0xdd));
+        _mm512_storeu_ps(d + (size_t)(g + 4) * 16, _mm512_shuffle_f32x4(v1, w1, 0x88));
+        _mm512_storeu_ps(d + (size_t)(g + 12) * 16, _mm512_shuffle_f32x4(v1, w1, 0xdd));
+    }
+}
 #endif
 
 typedef void (*kernel_fn)(size_t, const float *, const float *, float *);
@@ -182,27 +222,27 @@ static void pick_kernel(void) {
     const char *env = getenv("DIFFUSE_ISA");
     if (env && *env) gemm_force_isa(env);
     if (micro) return;
-    micro = kernel_c, micro_name = "c";
+    micro = kernel_c, micro_name = "c", transpose16 = NULL;
 #if defined(__x86_64__) && defined(__GNUC__)
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) micro = kernel_avx512, micro_name = "avx512";
+    if (__builtin_cpu_supports("avx512f")) micro = kernel_avx512, micro_name = "avx512", transpose16 = transpose16_avx512;
     else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) micro = kernel_avx2, micro_name = "avx2";
 #endif
 }
 
 int gemm_force_isa(const char *isa) {
     if (!strcmp(isa, "c")) {
-        micro = kernel_c, micro_name = "c";
+        micro = kernel_c, micro_name = "c", transpose16 = NULL;
         return 0;
     }
 #if defined(__x86_64__) && defined(__GNUC__)
     __builtin_cpu_init();
     if (!strcmp(isa, "avx2") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        micro = kernel_avx2, micro_name = "avx2";
+        micro = kernel_avx2, micro_name = "avx2", transpose16 = NULL;
         return 0;
     }
     if (!strcmp(isa, "avx512") && __builtin_cpu_supports("avx512f")) {
-        micro = kernel_avx512, micro_name = "avx512";
+        micro = kernel_avx512, micro_name = "avx512", transpose16 = transpose16_avx512;
         return 0;
     }
 #endif
