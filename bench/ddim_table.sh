@@ -10,7 +10,8 @@
 # Nothing is lost when it stops: each cell is made in pieces of 100 images (`diffuse sample --first`, into
 # OUT/cells/CELL/ as numbered PNGs), a finished piece is never redone, and a finished cell is a line of
 # OUT/cells.csv (sampler,S,eta,n,fid,seconds), so a long table can be run over several sittings (cheapest
-# cells first). CELLS_S="10 20" restricts a run to some S (two runs on different S can share the machine).
+# cells first). CELLS_S="10 20" restricts a run to some S (two runs on different S can share the machine);
+# CELLS_S=none only prints the table of what is finished.
 # Extra flags for `diffuse sample` (e.g. --threads 1) go in DIFFUSE_SAMPLE_FLAGS. The markdown table is
 # printed at the end and written to OUT/table.md.
 set -euo pipefail
