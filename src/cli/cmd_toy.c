@@ -94,7 +94,7 @@ int cmd_toy(int argc, char **argv) {
         {"sampler", FL_STRING, "ddpm", "ddpm (ancestral) or ddim (eta 0, deterministic)", &sampler},
         {"sample-steps", FL_INT, "0", "sampling steps (0: all T for DDPM, 50 for DDIM)", &sample_steps},
         {"n", FL_INT, "2000", "points to sample (and held-out points to compare with)", &n},
-        {"threads", FL_INT, "0", "threads (0: OMP_NUM_THREADS if set, else all cores)", &threads},
+        {"threads", FL_INT, "0", "threads for the figures (the MLP itself always runs on one: it is too small to share)", &threads},
     };
     int nflags = (int)(sizeof flags / sizeof flags[0]), npos;
     const char *pos[1];

@@ -11,6 +11,10 @@
  */
 #include "kernels.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -310,6 +314,32 @@ static void gemm_tile(size_t M, size_t N, size_t K, float alpha, const float *ap
     }
 }
 
+/* Every row of C for the column block [j0, j0 + NC): each depth slice of B is packed once and serves all of
+ * the block's MC x NC tiles (gemm_tile packs it again for each tile). Same arithmetic as gemm_tile. */
+static void gemm_cols(size_t M, size_t N, size_t K, float alpha, const float *ap, gemm_pack_b_fn packb,
+                      const void *pctx, float beta, float *C, size_t ldc, size_t j0) {
+    /* C[:, j0:j0+nc] = alpha * op(A) op(B)[:, j0:j0+nc] + beta * C[:, j0:j0+nc] */
+    size_t nc = N - j0 < GEMM_NC ? N - j0 : GEMM_NC;
+    float *bp = df_scratch(GEMM_SLOT_B, (size_t)GEMM_KC * GEMM_NC);
+    for (size_t p0 = 0; p0 < K; p0 += GEMM_KC) {
+        size_t kc = K - p0 < GEMM_KC ? K - p0 : GEMM_KC;
+        float b_eff = p0 == 0 ? beta : 1.0f;
+        packb(bp, p0, kc, j0, nc, pctx);
+        for (size_t i0 = 0; i0 < M; i0 += GEMM_MC) {
+            size_t mc = M - i0 < GEMM_MC ? M - i0 : GEMM_MC;
+            for (size_t c = 0; c < nc; c += GEMM_NR) {
+                size_t nr = nc - c < GEMM_NR ? nc - c : GEMM_NR;
+                for (size_t r = 0; r < mc; r += GEMM_MR) {
+                    size_t mr = mc - r < GEMM_MR ? mc - r : GEMM_MR;
+                    float acc[GEMM_MR * GEMM_NR] __attribute__((aligned(64)));
+                    micro(kc, ap + (i0 + r) * K + p0 * GEMM_MR, bp + c * kc, acc);
+                    write_block(acc, alpha, b_eff, C + (i0 + r) * ldc + j0 + c, ldc, mr, nr);
+                }
+            }
+        }
+    }
+}
+
 /* gemm: C[M,N] = alpha * op(A) op(B) + beta * C (see kernels.h). Threads take MC x NC tiles of C; small
  * products run on the calling thread. Inside an enclosing parallel region it runs serially. */
 void gemm(int transA, int transB, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
@@ -358,7 +388,17 @@ void gemm_prepacked(size_t M, size_t N, size_t K, float alpha, const float *ap, 
     if (!micro) pick_kernel();
     size_t tm = (M + GEMM_MC - 1) / GEMM_MC, tn = (N + GEMM_NC - 1) / GEMM_NC;
     ptrdiff_t tiles = (ptrdiff_t)(tm * tn);
-    int parallel = tiles > 1 && (double)M * (double)N * (double)K > 32768.0 * 8;
+    int parallel = tiles > 1 && (double)M * (double)N * (double)K > 32768.0 * 8, threads = 1;
+#ifdef _OPENMP
+    threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+#endif
+    if (tm > 1 && (!parallel || threads == 1 || tn >= 2 * (size_t)threads)) {
+        /* whole column blocks (B packed once for all rows), over threads when there are enough of them */
+#pragma omp parallel for schedule(dynamic, 1) if (parallel && threads > 1)
+        for (ptrdiff_t j = 0; j < (ptrdiff_t)tn; j++)
+            gemm_cols(M, N, K, alpha, ap, packb, pctx, beta, C, ldc, (size_t)j * GEMM_NC);
+        return;
+    }
 #pragma omp parallel for schedule(dynamic, 1) if (parallel)
     for (ptrdiff_t t = 0; t < tiles; t++) {
         size_t i0 = ((size_t)t / tn) * GEMM_MC, j0 = ((size_t)t % tn) * GEMM_NC;

@@ -225,7 +225,10 @@ void df_toy_mlp_fn(void *ctx, float *out, const float *x, const float *t, size_t
     df_graph *g = graph_for(m, B, 0);
     memcpy(g->t[m->x_infer].data, x, 2 * B * sizeof(float));
     memcpy(g->t[m->t_infer].data, t, B * sizeof(float));
+    int threads = df_threads(); /* one thread: see df_toy_train */
+    if (threads > 1) df_set_threads(1);
     df_graph_forward(g);
+    if (threads > 1) df_set_threads(threads);
     memcpy(out, g->t[g->output].data, 2 * B * sizeof(float));
 }
 
@@ -251,6 +254,10 @@ double df_toy_train(df_toy_mlp *m, const df_schedule *s, const df_toy_train_conf
     df_adam_init(&adam, P, &ac);
     df_graph *g = graph_for(m, B, 1);
     float *xt = g->t[m->x_train].data, *tf = g->t[m->t_train].data;
+    /* The MLP's products are too small to share: on two threads every op's parallel region costs more than
+     * it saves (and with the other core busy, far more), so the toy runs on one. */
+    int threads = df_threads();
+    if (threads > 1) df_set_threads(1);
     double tail = 0;
     int ntail = 0;
     for (int k = 0; k < c->steps; k++) {
@@ -281,6 +288,7 @@ double df_toy_train(df_toy_mlp *m, const df_schedule *s, const df_toy_train_conf
         if (k >= c->steps - 100) tail += loss, ntail++;
         if (on_step) on_step(ctx, k + 1, loss);
     }
+    if (threads > 1) df_set_threads(threads);
     df_adam_free(&adam);
     df_free(x0), df_free(eps), df_free(dout), df_free(t);
     return tail / ntail;
