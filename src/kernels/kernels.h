@@ -78,7 +78,8 @@ void conv2d_backward_ref(float *din, float *dweight, float *dbias, const float *
 
 /* Winograd F(2x2, 3x3) for 3x3, stride-1, padding-1 convolutions (at least 8 channels in and out, 4x4
  * images): 2.25x fewer multiplies, the same result to FP32 rounding. conv2d_winograd_shape: it can run;
- * conv2d_winograd_applies: conv2d_forward uses it (enough tiles in the batch to be faster);
+ * conv2d_winograd_applies: conv2d_forward uses it (images of at least 14x14, whatever the batch, so that
+ * an image gets the same bits in any batch);
  * conv2d_forward_winograd runs it directly (for tests). */
 int conv2d_winograd_shape(const conv2d_dims *d);
 int conv2d_winograd_applies(const conv2d_dims *d);

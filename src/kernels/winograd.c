@@ -22,7 +22,7 @@
 #define WG_SLOT_M 4
 #define WG_TILES 256 /* tiles per chunk */
 #ifndef WG_MIN_TILES
-#define WG_MIN_TILES 256 /* fewer tiles in the batch: the direct path is faster */
+#define WG_MIN_TILES 49 /* tiles per image (14x14 and larger): smaller images go the direct way */
 #endif
 
 int conv2d_winograd_shape(const conv2d_dims *d) {
@@ -30,11 +30,13 @@ int conv2d_winograd_shape(const conv2d_dims *d) {
            d->pad_r == 1 && d->C_in >= 8 && d->C_out >= 8 && d->H >= 4 && d->W >= 4;
 }
 
-/* Few tiles make 16 small GEMMs (and the per-call weight transform) lose to one large im2col GEMM. Measured on
- * fmnist-m, 1 thread: batch 1 (196 tiles at 28x28) 29 images/s directly, 18 by Winograd; with the threshold
- * at 256 tiles instead of 1024, batch 4 went from 33 to 35-37 images/s and batch 8 from 38.5 to 40-42. */
+/* The choice depends on the image size only, never on the batch: each path gives every image the same bits
+ * whatever else is in the batch, so image i of a seed stays the same for any --batch (tested). Measured on
+ * fmnist-m, 1 thread: at 7x7 (16 tiles) Winograd loses at every batch; from 14x14 it wins from a few
+ * images on (batch 16: 42.9 images/s against 37.8 with only 28x28 by Winograd). It costs batch 1 some speed
+ * (22.3 against 28 by the direct path, which a batch-dependent choice got, at the price of that invariance). */
 int conv2d_winograd_applies(const conv2d_dims *d) {
-    return conv2d_winograd_shape(d) && d->B * ((d->H + 1) / 2) * ((d->W + 1) / 2) >= WG_MIN_TILES;
+    return conv2d_winograd_shape(d) && ((d->H + 1) / 2) * ((d->W + 1) / 2) >= WG_MIN_TILES;
 }
 
 /* U[xi][o][i] = (G g G^T)[xi] for weight g = weight[o][i] (3x3). */
