@@ -23,7 +23,7 @@
 /* ---- blocking constants ---- */
 
 enum {
-    GEMM_MR = 12,  /* rows of the micro-kernel block */
+    GEMM_MR = GEMM_MR_PUBLIC, /* rows of the micro-kernel block */
     GEMM_NR = GEMM_NR_PUBLIC, /* columns of the micro-kernel block (contiguous in a packed B panel) */
     GEMM_MC = 96,  /* rows of a C tile (multiple of MR); MC x KC of packed A stays in L2 */
     GEMM_KC = 256, /* depth of one packed slice */

@@ -30,6 +30,7 @@ void gemm_ref(int transA, int transB, size_t M, size_t N, size_t K, float alpha,
  * panels of GEMM_NR = 16 columns: panel c (columns j0 + 16c ..) holds, for each k, its 16 values contiguously
  * (dst[c * 16 * kc + k * 16 + j]); columns past nc are zero. */
 #define GEMM_NR_PUBLIC 16
+#define GEMM_MR_PUBLIC 12 /* rows of a packed A panel (gemm_pack_a): panel q holds rows 12q .. 12q + 11 */
 typedef void (*gemm_pack_b_fn)(float *dst, size_t p0, size_t kc, size_t j0, size_t nc, const void *ctx);
 void gemm_packed_b(int transA, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
                    gemm_pack_b_fn packb, const void *ctx, float beta, float *C, size_t ldc);

@@ -16,7 +16,7 @@
 #include "vmath.h"
 
 /* Scratch slots used here (conv2d's own 0 and 1, gemm's 2 and 3, conv2d backward's 4 are not live now):
- * 0 the packed transformed weights, 1 each thread's V, 4 its M, 5 its row buffers in the transforms. */
+ * 0 the transformed weights (packed), 1 each thread's V, 4 its M, 5 its row buffers in the transforms. */
 #define WG_SLOT_U 0
 #define WG_SLOT_V 1
 #define WG_SLOT_M 4
@@ -39,24 +39,35 @@ int conv2d_winograd_applies(const conv2d_dims *d) {
     return conv2d_winograd_shape(d) && ((d->H + 1) / 2) * ((d->W + 1) / 2) >= WG_MIN_TILES;
 }
 
-/* U[xi][o][i] = (G g G^T)[xi] for weight g = weight[o][i] (3x3). */
-static void transform_weights(float *U, const float *weight, size_t Co, size_t Ci) {
-    /* U (16, Co, Ci) <- weight (Co, Ci, 3, 3) */
-    ptrdiff_t n = (ptrdiff_t)(Co * Ci);
-#pragma omp parallel for schedule(static) if (n > 4096)
-    for (ptrdiff_t oi = 0; oi < n; oi++) {
-        const float *g = weight + (size_t)oi * 9;
-        float t[4][3]; /* G g */
-        for (int c = 0; c < 3; c++) {
-            t[0][c] = g[c];
-            t[1][c] = 0.5f * (g[c] + g[3 + c] + g[6 + c]);
-            t[2][c] = 0.5f * (g[c] - g[3 + c] + g[6 + c]);
-            t[3][c] = g[6 + c];
-        }
-        for (int r = 0; r < 4; r++) { /* (G g) G^T */
-            float u[4] = {t[r][0], 0.5f * (t[r][0] + t[r][1] + t[r][2]), 0.5f * (t[r][0] - t[r][1] + t[r][2]),
-                          t[r][2]};
-            for (int c = 0; c < 4; c++) U[(size_t)(r * 4 + c) * n + (size_t)oi] = u[c];
+/* U[xi] = (G g G^T)[xi] for weight g = weight[o][i] (3x3), each of the 16 matrices (Co x Ci) written straight
+ * into gemm_pack_a's layout at Up + xi * ap: panel q = o / MR holds, for each i, the MR rows' values
+ * contiguously (rows past Co are zero). */
+static void transform_weights(float *Up, size_t ap, const float *weight, size_t Co, size_t Ci) {
+    /* Up (16, packed Co x Ci) <- weight (Co, Ci, 3, 3) */
+    enum { MR = GEMM_MR_PUBLIC };
+    ptrdiff_t rows = (ptrdiff_t)((Co + MR - 1) / MR * MR);
+#pragma omp parallel for schedule(static) if (Co * Ci > 4096)
+    for (ptrdiff_t o = 0; o < rows; o++) {
+        float *panel = Up + (size_t)o / MR * MR * Ci + (size_t)o % MR;
+        for (size_t i = 0; i < Ci; i++) {
+            float u[16] = {0};
+            if ((size_t)o < Co) {
+                const float *g = weight + ((size_t)o * Ci + i) * 9;
+                float t[4][3]; /* G g */
+                for (int c = 0; c < 3; c++) {
+                    t[0][c] = g[c];
+                    t[1][c] = 0.5f * (g[c] + g[3 + c] + g[6 + c]);
+                    t[2][c] = 0.5f * (g[c] - g[3 + c] + g[6 + c]);
+                    t[3][c] = g[6 + c];
+                }
+                for (int r = 0; r < 4; r++) { /* (G g) G^T */
+                    u[r * 4 + 0] = t[r][0];
+                    u[r * 4 + 1] = 0.5f * (t[r][0] + t[r][1] + t[r][2]);
+                    u[r * 4 + 2] = 0.5f * (t[r][0] - t[r][1] + t[r][2]);
+                    u[r * 4 + 3] = t[r][2];
+                }
+            }
+            for (int xi = 0; xi < 16; xi++) panel[(size_t)xi * ap + i * MR] = u[xi];
         }
     }
 }
@@ -169,12 +180,10 @@ void conv2d_forward_winograd(float *out, const float *in, const float *weight, c
     size_t Ci = d->C_in, Co = d->C_out, th = (d->H + 1) / 2, tw = (d->W + 1) / 2, rows = d->B * th;
     /* chunks of whole tile rows, about WG_TILES tiles: V and M of a chunk stay in cache */
     size_t per = WG_TILES / tw ? WG_TILES / tw : 1, chunks = (rows + per - 1) / per;
-    /* U = G g G^T, then each of its 16 matrices packed once for the GEMMs of every chunk (U is built in the
-     * calling thread's V slot, free until the chunks start) */
+    /* U = G g G^T, its 16 matrices packed once (as gemm_pack_a would) for the GEMMs of every chunk */
     size_t ap = gemm_packed_a_size(Co, Ci);
-    float *U = df_scratch(WG_SLOT_V, 16 * Co * Ci), *Up = df_scratch(WG_SLOT_U, 16 * ap);
-    transform_weights(U, weight, Co, Ci);
-    for (int xi = 0; xi < 16; xi++) gemm_pack_a(Up + (size_t)xi * ap, 0, U + (size_t)xi * Co * Ci, Ci, Co, Ci, 1);
+    float *Up = df_scratch(WG_SLOT_U, 16 * ap);
+    transform_weights(Up, ap, weight, Co, Ci);
 #pragma omp parallel
     {
         size_t N = per * tw;
