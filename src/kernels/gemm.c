@@ -292,6 +292,21 @@ static void pack_plain_b(float *dst, size_t p0, size_t kc, size_t j0, size_t nc,
     pack_b(dst, pb->transB, pb->B, pb->ldb, p0, kc, j0, nc);
 }
 
+/* One depth slice of an mc x nc block of C: C = alpha * a b + b_eff * C over micro-kernel blocks, a the packed
+ * A panels at this slice (panel stride MR * K), b the packed B slice (panel stride 16 kc). */
+static void block(size_t mc, size_t nc, size_t kc, const float *a, size_t K, const float *b, float alpha,
+                  float b_eff, float *C, size_t ldc) {
+    for (size_t c = 0; c < nc; c += GEMM_NR) {
+        size_t nr = nc - c < GEMM_NR ? nc - c : GEMM_NR;
+        for (size_t r = 0; r < mc; r += GEMM_MR) {
+            size_t mr = mc - r < GEMM_MR ? mc - r : GEMM_MR;
+            float acc[GEMM_MR * GEMM_NR] __attribute__((aligned(64)));
+            micro(kc, a + r * K, b + c * kc, acc);
+            write_block(acc, alpha, b_eff, C + r * ldc + c, ldc, mr, nr);
+        }
+    }
+}
+
 static void gemm_tile(size_t M, size_t N, size_t K, float alpha, const float *ap, gemm_pack_b_fn packb,
                       const void *pctx, float beta, float *C, size_t ldc, size_t i0, size_t j0) {
     /* C[i0:i0+mc, j0:j0+nc] = alpha * op(A)[i0:i0+mc, :] op(B)[:, j0:j0+nc] + beta * C[...] */
@@ -302,15 +317,7 @@ static void gemm_tile(size_t M, size_t N, size_t K, float alpha, const float *ap
         size_t kc = K - p0 < GEMM_KC ? K - p0 : GEMM_KC;
         float b_eff = p0 == 0 ? beta : 1.0f; /* later slices accumulate onto the first */
         packb(bp, p0, kc, j0, nc, pctx);
-        for (size_t c = 0; c < nc; c += GEMM_NR) {
-            size_t nr = nc - c < GEMM_NR ? nc - c : GEMM_NR;
-            for (size_t r = 0; r < mc; r += GEMM_MR) {
-                size_t mr = mc - r < GEMM_MR ? mc - r : GEMM_MR;
-                float acc[GEMM_MR * GEMM_NR] __attribute__((aligned(64)));
-                micro(kc, ap + (i0 + r) * K + p0 * GEMM_MR, bp + c * kc, acc);
-                write_block(acc, alpha, b_eff, C + (i0 + r) * ldc + j0 + c, ldc, mr, nr);
-            }
-        }
+        block(mc, nc, kc, ap + i0 * K + p0 * GEMM_MR, K, bp, alpha, b_eff, C + i0 * ldc + j0, ldc);
     }
 }
 
@@ -327,15 +334,7 @@ static void gemm_cols(size_t M, size_t N, size_t K, float alpha, const float *ap
         packb(bp, p0, kc, j0, nc, pctx);
         for (size_t i0 = 0; i0 < M; i0 += GEMM_MC) {
             size_t mc = M - i0 < GEMM_MC ? M - i0 : GEMM_MC;
-            for (size_t c = 0; c < nc; c += GEMM_NR) {
-                size_t nr = nc - c < GEMM_NR ? nc - c : GEMM_NR;
-                for (size_t r = 0; r < mc; r += GEMM_MR) {
-                    size_t mr = mc - r < GEMM_MR ? mc - r : GEMM_MR;
-                    float acc[GEMM_MR * GEMM_NR] __attribute__((aligned(64)));
-                    micro(kc, ap + (i0 + r) * K + p0 * GEMM_MR, bp + c * kc, acc);
-                    write_block(acc, alpha, b_eff, C + (i0 + r) * ldc + j0 + c, ldc, mr, nr);
-                }
-            }
+            block(mc, nc, kc, ap + i0 * K + p0 * GEMM_MR, K, bp, alpha, b_eff, C + i0 * ldc + j0, ldc);
         }
     }
 }
