@@ -420,7 +420,7 @@ TEST(simple_unet_cli_train_sample_resume) {
              "cd %s && /usr/bin/python3 -c \"import sys, json, torch; sys.path.insert(0, '%s/tests/ref'); "
              "import simple_unet_twin as s; m = s.build(json.load(open('simple-full/unet/config.json'))); "
              "m.load_state_dict({k: torch.from_numpy(v) for k, v in "
-             "s.st_load('simple-full/unet/diffusion_pytorch_model.safetensors').items()}, strict=True)\"",
+             "s.load('simple-full/unet/diffusion_pytorch_model.safetensors').items()}, strict=True)\"",
              dir, df_test_root());
     EXPECT(system(cmd) == 0, "PyTorch could not load the run's weights strictly: %s", cmd);
     /* samples: DDPM over all 50 steps and DDIM over 10 */

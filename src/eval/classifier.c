@@ -23,18 +23,14 @@ df_clf_config df_clf_default_config(int channels, int resolution, int classes) {
 /* ---- the network ---- */
 
 static int conv(df_classifier *m, df_graph *g, int x, const char *name, int cin, int cout, int stride) {
-    char wn[DF_PARAM_NAME], bn[DF_PARAM_NAME];
-    snprintf(wn, sizeof wn, "%s.weight", name);
-    snprintf(bn, sizeof bn, "%s.bias", name);
-    int w = df_params_add(&m->params, wn, 4, cout, cin, 3, 3), b = df_params_add(&m->params, bn, 1, cout, 0, 0, 0);
+    int w = df_params_addf(&m->params, 4, cout, cin, 3, 3, "%s.weight", name);
+    int b = df_params_addf(&m->params, 1, cout, 0, 0, 0, "%s.bias", name);
     return g ? g_relu(g, g_conv(g, x, w, b, (size_t)stride, 1, 1, 1, 1)) : -1;
 }
 
 static int linear(df_classifier *m, df_graph *g, int x, const char *name, int cin, int cout) {
-    char wn[DF_PARAM_NAME], bn[DF_PARAM_NAME];
-    snprintf(wn, sizeof wn, "%s.weight", name);
-    snprintf(bn, sizeof bn, "%s.bias", name);
-    int w = df_params_add(&m->params, wn, 2, cout, cin, 0, 0), b = df_params_add(&m->params, bn, 1, cout, 0, 0, 0);
+    int w = df_params_addf(&m->params, 2, cout, cin, 0, 0, "%s.weight", name);
+    int b = df_params_addf(&m->params, 1, cout, 0, 0, 0, "%s.bias", name);
     return g ? g_linear(g, x, w, b) : -1;
 }
 

@@ -1,6 +1,7 @@
 /* params.c: the named parameter table. */
 #include "params.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -72,4 +73,14 @@ void df_params_free(df_params *ps) {
     df_free(ps->data);
     df_free(ps->grad);
     memset(ps, 0, sizeof *ps);
+}
+
+int df_params_addf(df_params *ps, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3, const char *fmt, ...) {
+    char name[DF_PARAM_NAME];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    DF_CHECK(n >= 0 && n < DF_PARAM_NAME, "parameter name too long: %s...", name);
+    return df_params_add(ps, name, ndim, d0, d1, d2, d3);
 }

@@ -28,6 +28,9 @@ typedef struct {
  * once allocated, the name must exist with the same shape (a DF_CHECK), so one builder function can both
  * define a model's table and, later, wire a graph to it. Unused trailing dims are 0. */
 int df_params_add(df_params *ps, const char *name, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3);
+/* df_params_add with the name formatted printf-style (builders name parameters "%s.weight" and the like). */
+int df_params_addf(df_params *ps, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3, const char *fmt, ...)
+    __attribute__((format(printf, 7, 8)));
 /* Allocates data (zeroed). */
 void df_params_alloc(df_params *ps);
 /* Allocates grad (zeroed); idempotent. */

@@ -15,7 +15,6 @@
 #include "nn/unet.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,21 +33,10 @@ typedef struct {
     int temb;    /* relu(time_mlp.1(embedding)), the input of every block's time_mlp */
 } builder;
 
-static int add(df_params *ps, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3, const char *fmt, ...)
-    DF_PRINTF(7, 8);
-static int add(df_params *ps, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3, const char *fmt, ...) {
-    char name[DF_PARAM_NAME];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
-    return df_params_add(ps, name, ndim, d0, d1, d2, d3);
-}
-
 /* A Conv2d named prefix, k x k, symmetric padding. */
 static int conv(builder *b, int x, const char *prefix, int cin, int cout, int k, int stride, int pad) {
     df_params *ps = &b->m->params;
-    int w = add(ps, 4, cout, cin, k, k, "%s.weight", prefix), bias = add(ps, 1, cout, 0, 0, 0, "%s.bias", prefix);
+    int w = df_params_addf(ps, 4, cout, cin, k, k, "%s.weight", prefix), bias = df_params_addf(ps, 1, cout, 0, 0, 0, "%s.bias", prefix);
     size_t p = (size_t)pad;
     return b->g ? g_conv(b->g, x, w, bias, (size_t)stride, p, p, p, p) : -1;
 }
@@ -56,13 +44,13 @@ static int conv(builder *b, int x, const char *prefix, int cin, int cout, int k,
 /* A ConvTranspose2d named prefix: weight (cin, cout, k, k) as torch stores it. */
 static int convt(builder *b, int x, const char *prefix, int cin, int cout, int k, int stride, int pad) {
     df_params *ps = &b->m->params;
-    int w = add(ps, 4, cin, cout, k, k, "%s.weight", prefix), bias = add(ps, 1, cout, 0, 0, 0, "%s.bias", prefix);
+    int w = df_params_addf(ps, 4, cin, cout, k, k, "%s.weight", prefix), bias = df_params_addf(ps, 1, cout, 0, 0, 0, "%s.bias", prefix);
     return b->g ? g_convt(b->g, x, w, bias, (size_t)stride, (size_t)pad) : -1;
 }
 
 static int linear(builder *b, int x, const char *prefix, int cin, int cout) {
     df_params *ps = &b->m->params;
-    int w = add(ps, 2, cout, cin, 0, 0, "%s.weight", prefix), bias = add(ps, 1, cout, 0, 0, 0, "%s.bias", prefix);
+    int w = df_params_addf(ps, 2, cout, cin, 0, 0, "%s.weight", prefix), bias = df_params_addf(ps, 1, cout, 0, 0, 0, "%s.bias", prefix);
     return b->g ? g_linear(b->g, x, w, bias) : -1;
 }
 
@@ -70,8 +58,8 @@ static int linear(builder *b, int x, const char *prefix, int cin, int cout) {
  * num_batches_tracked is the model's counter, see unet.c). */
 static int bnorm(builder *b, int x, const char *prefix, int ch) {
     df_params *ps = &b->m->params, *bs = &b->m->buffers;
-    int w = add(ps, 1, ch, 0, 0, 0, "%s.weight", prefix), bias = add(ps, 1, ch, 0, 0, 0, "%s.bias", prefix);
-    int rm = add(bs, 1, ch, 0, 0, 0, "%s.running_mean", prefix), rv = add(bs, 1, ch, 0, 0, 0, "%s.running_var", prefix);
+    int w = df_params_addf(ps, 1, ch, 0, 0, 0, "%s.weight", prefix), bias = df_params_addf(ps, 1, ch, 0, 0, 0, "%s.bias", prefix);
+    int rm = df_params_addf(bs, 1, ch, 0, 0, 0, "%s.running_mean", prefix), rv = df_params_addf(bs, 1, ch, 0, 0, 0, "%s.running_var", prefix);
     return b->g ? g_batchnorm(b->g, x, w, bias, rm, rv, BN_MOMENTUM, b->m->cfg.norm_eps) : -1;
 }
 

@@ -5,7 +5,6 @@
 #include "nn/unet.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -22,21 +21,10 @@ typedef struct {
     size_t temb_dim;
 } builder;
 
-static int param(builder *b, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3, const char *fmt, ...)
-    DF_PRINTF(7, 8);
-static int param(builder *b, int ndim, int64_t d0, int64_t d1, int64_t d2, int64_t d3, const char *fmt, ...) {
-    char name[DF_PARAM_NAME];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(name, sizeof name, fmt, ap);
-    va_end(ap);
-    return df_params_add(&b->m->params, name, ndim, d0, d1, d2, d3);
-}
-
 /* A k x k convolution named `prefix` (prefix.weight, prefix.bias). */
 static int conv(builder *b, int x, const char *prefix, int cin, int cout, int k, int stride, int pt, int pb, int pl,
                 int pr) {
-    int w = param(b, 4, cout, cin, k, k, "%s.weight", prefix), bias = param(b, 1, cout, 0, 0, 0, "%s.bias", prefix);
+    int w = df_params_addf(&b->m->params, 4, cout, cin, k, k, "%s.weight", prefix), bias = df_params_addf(&b->m->params, 1, cout, 0, 0, 0, "%s.bias", prefix);
     return b->g ? g_conv(b->g, x, w, bias, (size_t)stride, (size_t)pt, (size_t)pb, (size_t)pl, (size_t)pr) : -1;
 }
 
@@ -46,14 +34,14 @@ static int conv3(builder *b, int x, const char *prefix, int cin, int cout) {
 
 /* A linear layer; applied to a feature map it is a 1x1 convolution over channels (attention projections). */
 static int linear(builder *b, int x, const char *prefix, int cin, int cout, int on_map) {
-    int w = param(b, 2, cout, cin, 0, 0, "%s.weight", prefix), bias = param(b, 1, cout, 0, 0, 0, "%s.bias", prefix);
+    int w = df_params_addf(&b->m->params, 2, cout, cin, 0, 0, "%s.weight", prefix), bias = df_params_addf(&b->m->params, 1, cout, 0, 0, 0, "%s.bias", prefix);
     if (!b->g) return -1;
     return on_map ? g_conv(b->g, x, w, bias, 1, 0, 0, 0, 0) : g_linear(b->g, x, w, bias);
 }
 
 static int groupnorm(builder *b, int x, const char *prefix, int ch) {
     const df_unet_config *c = &b->m->cfg;
-    int w = param(b, 1, ch, 0, 0, 0, "%s.weight", prefix), bias = param(b, 1, ch, 0, 0, 0, "%s.bias", prefix);
+    int w = df_params_addf(&b->m->params, 1, ch, 0, 0, 0, "%s.weight", prefix), bias = df_params_addf(&b->m->params, 1, ch, 0, 0, 0, "%s.bias", prefix);
     return b->g ? g_groupnorm(b->g, x, w, bias, (size_t)c->norm_num_groups, c->norm_eps) : -1;
 }
 

@@ -149,11 +149,8 @@ void df_toy_mlp_defaults(df_toy_mlp_config *c) {
 
 /* A linear layer named `prefix` (prefix.weight (out, in), prefix.bias (out)) in ps; applied to x if g. */
 static int linear(df_params *ps, df_graph *g, int x, const char *prefix, int in, int out) {
-    char n[DF_PARAM_NAME];
-    snprintf(n, sizeof n, "%s.weight", prefix);
-    int w = df_params_add(ps, n, 2, out, in, 0, 0);
-    snprintf(n, sizeof n, "%s.bias", prefix);
-    int b = df_params_add(ps, n, 1, out, 0, 0, 0);
+    int w = df_params_addf(ps, 2, out, in, 0, 0, "%s.weight", prefix);
+    int b = df_params_addf(ps, 1, out, 0, 0, 0, "%s.bias", prefix);
     return g ? g_linear(g, x, w, b) : -1;
 }
 

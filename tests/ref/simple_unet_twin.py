@@ -25,13 +25,15 @@ and time-embedding size taken from CONFIG instead of constants. Everything runs 
 import json
 import math
 import os
-import struct
 import sys
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from safetensors_np import load, save  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -120,47 +122,12 @@ def build(cfg):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# safetensors (F32 and I64, the dtypes a PyTorch state dict of this module holds)
+# safetensors: the shared reader/writer (tests/ref/safetensors_np.py); outputs are stored as F32, or I64 for
+# integers (num_batches_tracked), the dtypes a PyTorch state dict of this module holds
 # ----------------------------------------------------------------------------------------------------------
-_DT = {"F32": "<f4", "I64": "<i8", "F64": "<f8"}
-_NAME = {np.dtype("<f4"): "F32", np.dtype("<i8"): "I64"}
-
-
-def st_load(path):
-    with open(path, "rb") as f:
-        blob = f.read()
-    (n,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8:8 + n].decode("utf-8"))
-    data = memoryview(blob)[8 + n:]
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        if info["dtype"] not in _DT:
-            raise ValueError(f"{path}: tensor {name}: unsupported dtype {info['dtype']}")
-        a, b = info["data_offsets"]
-        arr = np.frombuffer(data[a:b], dtype=_DT[info["dtype"]]).reshape(info["shape"])
-        out[name] = np.array(arr)
-    return out
-
-
 def st_save(path, tensors):
-    header, chunks, off = {}, [], 0
-    for name in sorted(tensors):
-        arr = np.asarray(tensors[name])
-        arr = np.ascontiguousarray(arr.astype("<i8" if arr.dtype.kind in "iu" else "<f4"))
-        raw = arr.tobytes()
-        header[name] = {"dtype": _NAME[arr.dtype], "shape": list(arr.shape), "data_offsets": [off, off + len(raw)]}
-        chunks.append(raw)
-        off += len(raw)
-    h = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path + ".tmp", "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for c in chunks:
-            f.write(c)
-    os.replace(path + ".tmp", path)
+    save(path, {name: np.asarray(tensors[name]).astype("<i8" if np.asarray(tensors[name]).dtype.kind in "iu"
+                                                        else "<f4") for name in sorted(tensors)})
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -179,9 +146,9 @@ def main(argv):
     cfg_path, w_path, in_path, out_path = argv
     with open(cfg_path) as f:
         model = build(json.load(f))
-    weights = st_load(w_path)
+    weights = load(w_path)
     model.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=True)
-    inputs = st_load(in_path)
+    inputs = load(in_path)
     x, t, target = (torch.from_numpy(inputs[k]) for k in ("sample", "timestep", "target"))
     out = {}
     model.eval()
