@@ -10,15 +10,16 @@
 # Nothing is lost when it stops: each cell is made in pieces of 100 images (`diffuse sample --first`, into
 # OUT/cells/CELL/ as numbered PNGs), a finished piece is never redone, and a finished cell is a line of
 # OUT/cells.csv (sampler,S,eta,n,fid,seconds), so a long table can be run over several sittings (cheapest
-# cells first). CELLS_S="10 20" restricts a run to some S (two runs on different S can share the machine);
-# CELLS_S=none only prints the table of what is finished.
+# cells first). CELLS_S="10 20" restricts a run to some S and CELLS_SAMPLER=ddim|ddpm to one sampler (two
+# runs on different cells can share the machine, e.g. each with --threads 1); CELLS_S=none only prints the
+# table of what is finished. DIFFUSE_BIN runs another binary (a copy, so that rebuilding cannot touch a run).
 # Extra flags for `diffuse sample` (e.g. --threads 1) go in DIFFUSE_SAMPLE_FLAGS. The markdown table is
 # printed at the end and written to OUT/table.md.
 set -euo pipefail
 run=${1:?usage: bench/ddim_table.sh RUN [N] [OUT]}
 n=${2:-1000}
 out=${3:-$run/ddim-table}
-bin=$(dirname "$0")/../build/diffuse
+bin=${DIFFUSE_BIN:-$(dirname "$0")/../build/diffuse}
 piece=100
 mkdir -p "$out/cells"
 csv=$out/cells.csv
@@ -28,6 +29,7 @@ only=" ${CELLS_S:-10 20 50 100 200 1000} "
 cell() { # sampler S eta(or sigma-hat or -)
     local sampler=$1 s=$2 eta=$3
     [[ $only == *" $s "* ]] || return 0
+    [ -z "${CELLS_SAMPLER:-}" ] || [ "$CELLS_SAMPLER" = "$sampler" ] || return 0
     grep -q "^$sampler,$s,$eta,$n," "$csv" && return 0
     local flags=(--sampler "$sampler" --steps "$s" --spacing uniform --clip-sample true)
     [ "$sampler" = ddim ] && flags=(--sampler ddim --steps "$s" --spacing uniform --clip-sample false)
