@@ -332,6 +332,77 @@ TEST(groupnorm_backward_accumulates) {
 
 /* ---- attention ---- */
 
+/* group norm then SiLU, fused: against the two kernels it replaces, finite differences, accumulation */
+
+static void gns_case_forward(fd_loss *self) {
+    gn_case *c = (gn_case *)self;
+    groupnorm_silu_forward(c->L.out, c->mean, c->rstd, c->in, c->gamma, c->beta, c->B, c->C, c->HW, c->G, 1e-5f);
+}
+
+TEST(groupnorm_silu_matches_groupnorm_then_silu) {
+    static const size_t cfgs[][5] = {/* B, C, HW, G, affine */
+                                     {2, 4, 9, 2, 1},
+                                     {1, 4, 9, 2, 0},
+                                     {3, 8, 7, 4, 1},
+                                     {2, 64, 200, 32, 1}}; /* large enough to split over threads */
+    for (size_t t = 0; t < sizeof cfgs / sizeof cfgs[0]; t++) {
+        gn_case c = {.B = cfgs[t][0], .C = cfgs[t][1], .HW = cfgs[t][2], .G = cfgs[t][3]};
+        size_t n = c.B * c.C * c.HW, nbg = c.B * c.G;
+        c.L = (fd_loss){gns_case_forward, zeros(n), rnd(n, 71, -1, 1), n};
+        c.in = rnd(n, 72, -1, 1);
+        for (size_t i = 0; i < n; i++) c.in[i] += 0.3f * (float)(i / c.HW % 3);
+        c.gamma = cfgs[t][4] ? rnd(c.C, 73, 0.5f, 1.5f) : NULL;
+        c.beta = cfgs[t][4] ? rnd(c.C, 74, -1, 1) : NULL;
+        c.mean = zeros(nbg), c.rstd = zeros(nbg);
+        gns_case_forward(&c.L);
+
+        /* the unfused pair: group norm, SiLU, and their backwards in turn */
+        float *y = zeros(n), *z = zeros(n), *mean = zeros(nbg), *rstd = zeros(nbg);
+        groupnorm_forward(y, mean, rstd, c.in, c.gamma, c.beta, c.B, c.C, c.HW, c.G, 1e-5f);
+        silu_forward(z, y, n);
+        char name[128];
+        snprintf(name, sizeof name, "groupnorm+silu fwd B%zu C%zu HW%zu G%zu", c.B, c.C, c.HW, c.G);
+        EXPECT_CLOSE(name, c.L.out, z, n, 1e-6);
+        EXPECT_CLOSE("groupnorm+silu mean", c.mean, mean, nbg, 0);
+        EXPECT_CLOSE("groupnorm+silu rstd", c.rstd, rstd, nbg, 0);
+        float *again = zeros(n); /* recomputing from the saved statistics gives the forward's values exactly */
+        groupnorm_silu_apply(again, c.in, c.mean, c.rstd, c.gamma, c.beta, c.B, c.C, c.HW, c.G);
+        EXPECT(memcmp(again, c.L.out, n * sizeof(float)) == 0, "groupnorm_silu_apply differs from the forward");
+
+        float *dy = zeros(n), *want[3] = {zeros(n), zeros(c.C), zeros(c.C)}, *got[3] = {zeros(n), zeros(c.C), zeros(c.C)};
+        silu_backward(dy, c.L.g, y, n);
+        groupnorm_backward(want[0], c.gamma ? want[1] : NULL, c.gamma ? want[2] : NULL, dy, c.in, mean, rstd, c.gamma,
+                           c.B, c.C, c.HW, c.G);
+        groupnorm_silu_backward(got[0], c.gamma ? got[1] : NULL, c.gamma ? got[2] : NULL, c.L.g, c.in, c.mean,
+                                c.rstd, c.gamma, c.beta, c.B, c.C, c.HW, c.G);
+        EXPECT_CLOSE("groupnorm+silu din vs unfused", got[0], want[0], n, 1e-4);
+        if (c.gamma) {
+            EXPECT_CLOSE("groupnorm+silu dgamma vs unfused", got[1], want[1], c.C, 1e-4);
+            EXPECT_CLOSE("groupnorm+silu dbeta vs unfused", got[2], want[2], c.C, 1e-4);
+        }
+        if (n < 1000) {
+            EXPECT_GRAD("groupnorm+silu d/din", c.in, got[0], n, fd_eval, &c, FD_H_NONLIN, FD_RTOL, FD_ATOL,
+                        FD_CHECKS);
+            if (c.gamma) {
+                EXPECT_GRAD("groupnorm+silu d/dgamma", c.gamma, got[1], c.C, fd_eval, &c, FD_H, FD_RTOL, FD_ATOL,
+                            FD_CHECKS);
+                EXPECT_GRAD("groupnorm+silu d/dbeta", c.beta, got[2], c.C, fd_eval, &c, FD_H, FD_RTOL, FD_ATOL,
+                            FD_CHECKS);
+            }
+        }
+        gns_case_forward(&c.L); /* the finite differences left statistics of a perturbed input */
+        float *twice[3] = {zeros(n), zeros(c.C), zeros(c.C)};
+        for (int r = 0; r < 2; r++)
+            groupnorm_silu_backward(twice[0], c.gamma ? twice[1] : NULL, c.gamma ? twice[2] : NULL, c.L.g, c.in,
+                                    c.mean, c.rstd, c.gamma, c.beta, c.B, c.C, c.HW, c.G);
+        expect_doubled("groupnorm+silu din twice", got[0], twice[0], n);
+        expect_doubled("groupnorm+silu dgamma twice", got[1], twice[1], c.C);
+        for (int i = 0; i < 3; i++) df_free(want[i]), df_free(got[i]), df_free(twice[i]);
+        df_free(c.L.out), df_free(c.L.g), df_free(c.in), df_free(c.gamma), df_free(c.beta), df_free(c.mean);
+        df_free(c.rstd), df_free(y), df_free(z), df_free(mean), df_free(rstd), df_free(again), df_free(dy);
+    }
+}
+
 typedef struct {
     fd_loss L;
     float *q, *k, *v, *probs;

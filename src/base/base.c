@@ -92,12 +92,18 @@ typedef struct {
 
 static pthread_key_t scratch_key;
 static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static size_t scratch_floats; /* held by all threads' slots now (atomic) */
 
 static void scratch_release(void *p) {
     scratch_slots *s = p;
-    for (int i = 0; i < DF_SCRATCH_SLOTS; i++) df_free(s->ptr[i]);
+    for (int i = 0; i < DF_SCRATCH_SLOTS; i++) {
+        __atomic_sub_fetch(&scratch_floats, s->cap[i], __ATOMIC_RELAXED);
+        df_free(s->ptr[i]);
+    }
     free(s);
 }
+
+size_t df_scratch_bytes(void) { return __atomic_load_n(&scratch_floats, __ATOMIC_RELAXED) * sizeof(float); }
 
 static void scratch_key_init(void) { DF_CHECK(pthread_key_create(&scratch_key, scratch_release) == 0, "pthread key"); }
 
@@ -123,6 +129,7 @@ float *df_scratch(int slot, size_t floats) {
     if (floats > s->cap[slot]) {
         df_free(s->ptr[slot]);
         s->ptr[slot] = df_malloc(floats * sizeof(float));
+        __atomic_add_fetch(&scratch_floats, floats - s->cap[slot], __ATOMIC_RELAXED);
         s->cap[slot] = floats;
     }
     return s->ptr[slot];

@@ -47,6 +47,8 @@ double df_time(void);
 /* Per-thread scratch memory that grows and is reused: the returned pointer is valid until the next call
  * to df_scratch with the same slot on the same thread. Kernels use it for im2col buffers and the like. */
 float *df_scratch(int slot, size_t floats);
+/* Bytes held by all threads' scratch slots now. */
+size_t df_scratch_bytes(void);
 
 /* Number of threads the kernels use (OpenMP); df_set_threads(0) keeps OpenMP's default: OMP_NUM_THREADS if set,
  * else all cores. */

@@ -26,7 +26,7 @@ uint64_t df_rng_u64(uint64_t seed, uint64_t stream, uint64_t index);
 /* Stream tags: the purpose of a stream, one table so that no two purposes ever share one. */
 enum {
     DF_STREAM_INIT = 0x01,    /* weight initialisation (a = parameter index) */
-    DF_STREAM_DROPOUT = 0x0d, /* dropout masks (a = op index, b = training step) */
+    DF_STREAM_DROPOUT = 0x0d, /* dropout masks (a = the dropout's place among the graph's dropouts, b = training step) */
     DF_STREAM_XT = 0x20,      /* sampler: initial noise x_T (a = sample index) */
     DF_STREAM_STEP = 0x21,    /* sampler: per-step noise z (a = sample index, b = step) */
     DF_STREAM_T = 0x30,       /* training: timesteps of step b */

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "base/base.h"
 #include "base/rng.h"
@@ -10,6 +11,7 @@
 #include "cli/flags.h"
 #include "diffuse.h"
 #include "kernels/kernels.h"
+#include "nn/unet.h"
 #include "train/train.h"
 
 /* Best-of-reps seconds of fn over the model. */
@@ -127,6 +129,13 @@ int cmd_bench(int argc, char **argv) {
            batch, df_threads(), gemm_isa());
     printf("  %.2f images/s (median %.2f), %.1f GFLOP/s, %.0f%% of the measured GEMM peak (%.0f GFLOP/s)\n",
            (double)c.B / t, (double)c.B / med, flops / t, 100 * flops / t / peak, peak);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    const df_graph *g = &c.m->graph;
+    double MB = 1024.0 * 1024.0, np = (double)df_unet_num_params(c.m);
+    printf("  memory: activations%s %.0f MB, weights%s %.0f MB, kernel scratch %.0f MB; peak RSS %.0f MB\n",
+           train ? " and their gradients" : "", g->arena_floats * 4.0 / MB, train ? ", gradients and Adam" : "",
+           np * 4.0 * (train ? 4 : 1) / MB, df_scratch_bytes() / MB, ru.ru_maxrss / 1024.0);
     df_free(c.x), df_free(c.y), df_free(c.eps), df_free(c.t), df_free(c.ti);
     df_adam_free(&c.adam);
     df_step_work_free(&c.w);

@@ -106,6 +106,16 @@ void groupnorm_forward(float *out, float *mean, float *rstd, const float *in, co
 void groupnorm_backward(float *din, float *dgamma, float *dbeta, const float *dout, const float *in,
                         const float *mean, const float *rstd, const float *gamma, size_t B, size_t C, size_t HW,
                         size_t G);
+/* silu(group norm), fused: the group norm's output is never stored. forward saves mean and rstd as
+ * groupnorm_forward; apply recomputes the output from them (the same values, bit for bit); backward recomputes
+ * the group norm's output from in and the saved statistics. Scratch slots 0 (per thread) and 1. */
+void groupnorm_silu_forward(float *out, float *mean, float *rstd, const float *in, const float *gamma,
+                            const float *beta, size_t B, size_t C, size_t HW, size_t G, float eps);
+void groupnorm_silu_apply(float *out, const float *in, const float *mean, const float *rstd, const float *gamma,
+                          const float *beta, size_t B, size_t C, size_t HW, size_t G);
+void groupnorm_silu_backward(float *din, float *dgamma, float *dbeta, const float *dout, const float *in,
+                             const float *mean, const float *rstd, const float *gamma, const float *beta, size_t B,
+                             size_t C, size_t HW, size_t G);
 
 /* ---- activations ---- */
 /* silu(x) = x * sigmoid(x); relu(x) = max(x, 0). Backward takes the forward input. */

@@ -17,7 +17,6 @@ void df_graph_free(df_graph *g) {
     df_free(g->t);
     df_free(g->ops);
     df_free(g->arena);
-    df_free(g->grad_arena);
     memset(g, 0, sizeof *g);
 }
 
@@ -102,14 +101,22 @@ int g_linear(df_graph *g, int x, int w, int b) {
     return finish(g, op, tx->n, (size_t)pw->shape[0], 1, 1);
 }
 
-int g_groupnorm(df_graph *g, int x, int gamma, int beta, size_t groups, float eps) {
+static int groupnorm(df_graph *g, df_opkind kind, int x, int gamma, int beta, size_t groups, float eps) {
     df_tensor tx = g->t[x];
     DF_CHECK(groups >= 1 && tx.c % groups == 0, "group norm: %zu channels do not split into %zu groups", tx.c,
              groups);
-    df_op *op = new_op(g, OP_GROUPNORM, x, -1, -1);
+    df_op *op = new_op(g, kind, x, -1, -1);
     op->w = gamma, op->b = beta, op->groups = groups, op->eps = eps;
     op->aux = new_tensor(g, 2, tx.n, groups, 1, 1); /* mean then rstd, (B, G) each */
     return finish(g, op, tx.n, tx.c, tx.h, tx.w);
+}
+
+int g_groupnorm(df_graph *g, int x, int gamma, int beta, size_t groups, float eps) {
+    return groupnorm(g, OP_GROUPNORM, x, gamma, beta, groups, eps);
+}
+
+int g_groupnorm_silu(df_graph *g, int x, int gamma, int beta, size_t groups, float eps) {
+    return groupnorm(g, OP_GN_SILU, x, gamma, beta, groups, eps);
 }
 
 static int unary(df_graph *g, df_opkind kind, int x) {
@@ -134,8 +141,9 @@ int g_scale(df_graph *g, int x, float s) {
 
 int g_dropout(df_graph *g, int x, float p) {
     DF_CHECK(p >= 0 && p < 1, "dropout probability %g", p);
-    int out = unary(g, OP_DROPOUT, x);
-    g->ops[g->nops - 1].s = p;
+    int out = unary(g, OP_DROPOUT, x), seq = 0;
+    for (int i = 0; i < g->nops - 1; i++) seq += g->ops[i].kind == OP_DROPOUT;
+    g->ops[g->nops - 1].s = p, g->ops[g->nops - 1].seq = seq;
     return out;
 }
 
@@ -219,12 +227,19 @@ int g_convt(df_graph *g, int x, int w, int b, size_t stride, size_t pad) {
 
 /* ---- memory plan ---- */
 
+/* Something to place in the arena: `size` floats live from time `start` through time `end`, its offset
+ * written to *off. */
+typedef struct {
+    int start, end;
+    size_t size, *off;
+} span;
+
 typedef struct {
     size_t off, size;
     int id;
 } block;
 
-/* Places `size` floats for tensor id at the lowest offset that fits between the live blocks (kept sorted by
+/* Places `size` floats for span id at the lowest offset that fits between the live blocks (kept sorted by
  * offset), records the block, raises *top to its end, and returns the offset. */
 static size_t place(block *live, int *nlive, size_t size, int id, size_t *top) {
     size_t off = 0;
@@ -243,21 +258,18 @@ static size_t place(block *live, int *nlive, size_t size, int id, size_t *top) {
 
 static size_t round16(size_t n) { return (n + 15) & ~(size_t)15; } /* 64-byte alignment per tensor */
 
-/* Places every tensor in the activation arena for the forward pass: tensor i is live from the op that
- * produces it (inputs: from the start) through op until[i]; first-fit packs the live ones. Sets offsets and
- * returns the arena size in floats. */
-static size_t plan_lifetimes(df_graph *g, const int *until) {
-    block *live = df_malloc((size_t)(g->nt + 1) * sizeof *live);
+/* First-fit over time: at each time from t0 to t1, the spans that start then are placed (in order), then
+ * those that end then are freed, so what a step writes never overlaps what it reads. Returns the arena
+ * size in floats. */
+static size_t plan_spans(span *s, int ns, int t0, int t1) {
+    block *live = df_malloc((size_t)(ns + 1) * sizeof *live);
     int nlive = 0;
     size_t top = 0;
-    for (int step = -1; step < g->nops; step++) {
-        for (int i = 0; i < g->nt; i++) {
-            df_tensor *t = &g->t[i];
-            if (t->producer != step) continue;
-            t->offset = place(live, &nlive, round16(t->numel), i, &top);
-        }
-        for (int j = 0; j < nlive;) { /* free what this op read for the last time */
-            if (until[live[j].id] <= step) {
+    for (int t = t0; t <= t1; t++) {
+        for (int i = 0; i < ns; i++)
+            if (s[i].start == t) *s[i].off = place(live, &nlive, round16(s[i].size), i, &top);
+        for (int j = 0; j < nlive;) {
+            if (s[live[j].id].end <= t) {
                 memmove(live + j, live + j + 1, (size_t)(nlive - j - 1) * sizeof *live);
                 nlive--;
             } else {
@@ -266,6 +278,60 @@ static size_t plan_lifetimes(df_graph *g, const int *until) {
         }
     }
     df_free(live);
+    return top;
+}
+
+/* Whether the backward of an op of this kind reads its inputs' values. */
+static int backward_reads_inputs(df_opkind k) {
+    return k == OP_CONV2D || k == OP_LINEAR || k == OP_GROUPNORM || k == OP_GN_SILU || k == OP_SILU ||
+           k == OP_RELU || k == OP_ATTENTION || k == OP_BATCHNORM || k == OP_CONVT;
+}
+
+/* Training: one timeline, forward op i at time i and its backward at time 2n - 1 - i (see graph.h). */
+static size_t plan_training(df_graph *g) {
+    int n = g->nops, end_of_pass = 2 * n - 1;
+#define BWD(i) (2 * n - 1 - (i))
+    span *s = df_malloc((size_t)(3 * g->nt + 1) * sizeof *s);
+    int ns = 0;
+    for (int i = 0; i < g->nt; i++) { /* which tensors backward recomputes: fused norms, and dropouts of them */
+        df_tensor *t = &g->t[i];
+        int p = t->producer;
+        t->recompute = !g->keep_all && p >= 0 && i != g->output && !t->is_aux &&
+                       (g->ops[p].kind == OP_GN_SILU || (g->ops[p].kind == OP_DROPOUT && g->t[g->ops[p].in[0]].recompute));
+        t->rfirst = -1;
+    }
+    for (int i = 0; i < g->nt; i++) {
+        df_tensor *t = &g->t[i];
+        int p = t->producer, end;
+        if (t->is_aux)
+            end = BWD(p);
+        else if (p < 0 || i == g->output)
+            end = end_of_pass;
+        else
+            end = t->last_use < 0 ? p : t->last_use;
+        int rlast = n; /* the recomputed copy lives from the backward of rfirst to that of rlast */
+        for (int r = 0; r < n; r++) {
+            const df_op *op = &g->ops[r];
+            int reads = (op->in[0] == i || op->in[1] == i || op->in[2] == i) && backward_reads_inputs(op->kind);
+            if (!reads) continue;
+            if (!t->recompute) {
+                if (BWD(r) > end) end = BWD(r);
+            } else {
+                if (r > t->rfirst) t->rfirst = r;
+                if (r < rlast) rlast = r;
+            }
+        }
+        if (g->keep_all) end = end_of_pass;
+        s[ns++] = (span){g->keep_all ? -1 : p, end, t->numel, &t->offset};
+        if (t->recompute && t->rfirst >= 0) s[ns++] = (span){BWD(t->rfirst), BWD(rlast), t->numel, &t->roffset};
+        t->has_grad = !t->is_aux && p >= 0 && t->last_use >= 0;
+        if (t->has_grad)
+            s[ns++] = g->keep_all ? (span){-1, end_of_pass, t->numel, &t->goffset}
+                                  : (span){BWD(t->last_use), BWD(p), t->numel, &t->goffset};
+    }
+#undef BWD
+    size_t top = plan_spans(s, ns, -1, end_of_pass);
+    df_free(s);
     return top;
 }
 
@@ -282,63 +348,20 @@ void df_graph_plan(df_graph *g) {
         if (g->t[i].producer < 0) g->t[i].last_use = g->nops; /* inputs stay for the whole pass */
 
     if (g->train) {
-        /* activations: a tensor some backward reads (the input of a convolution, transposed convolution,
-         * linear, group or batch norm, SiLU, ReLU or attention, and every saved statistic) stays for the whole
-         * pass; the others (an add's, concat's, upsampling's inputs...) live only from their producer to their
-         * last reader */
-        int *keep_until = df_malloc((size_t)g->nt * sizeof(int));
-        for (int i = 0; i < g->nt; i++) keep_until[i] = g->t[i].is_aux ? g->nops : g->t[i].last_use;
-        for (int i = 0; i < g->nops; i++) {
-            const df_op *op = &g->ops[i];
-            int reads_inputs = op->kind == OP_CONV2D || op->kind == OP_LINEAR || op->kind == OP_GROUPNORM ||
-                               op->kind == OP_SILU || op->kind == OP_RELU || op->kind == OP_ATTENTION ||
-                               op->kind == OP_BATCHNORM || op->kind == OP_CONVT;
-            for (int k = 0; k < 3 && reads_inputs; k++)
-                if (op->in[k] >= 0) keep_until[op->in[k]] = g->nops;
-        }
-        g->arena_floats = plan_lifetimes(g, keep_until);
-        df_free(keep_until);
-        g->arena = df_calloc(g->arena_floats, sizeof(float));
-        for (int i = 0; i < g->nt; i++) g->t[i].data = g->arena + g->t[i].offset;
-        /* gradients: backward runs the ops in reverse; a tensor's gradient is live from the backward of its
-         * last reader (which first accumulates into it; the output's from the start) to the backward of its
-         * producer (which reads it last). First-fit over that order lets dead gradients share memory;
-         * df_graph_backward zeroes each one when it comes alive. */
-        block *live = df_malloc((size_t)(g->nt + 1) * sizeof *live);
-        int nlive = 0;
-        size_t top = 0;
-        for (int step = g->nops; step >= 0; step--) {
-            for (int i = 0; i < g->nt; i++) {
-                df_tensor *t = &g->t[i];
-                int has_grad = !t->is_aux && t->producer >= 0 && t->last_use >= 0;
-                if (!has_grad || t->last_use != step) continue;
-                t->goffset = place(live, &nlive, round16(t->numel), i, &top);
-                t->has_grad = 1;
-            }
-            for (int j = 0; j < nlive;) { /* free what this op's backward read for the last time */
-                if (g->t[live[j].id].producer >= step) {
-                    memmove(live + j, live + j + 1, (size_t)(nlive - j - 1) * sizeof *live);
-                    nlive--;
-                } else {
-                    j++;
-                }
-            }
-        }
-        df_free(live);
-        g->grad_floats = top;
-        g->grad_arena = df_calloc(top, sizeof(float));
-        for (int i = 0; i < g->nt; i++)
-            if (g->t[i].has_grad) g->t[i].grad = g->grad_arena + g->t[i].goffset;
-        return;
+        g->arena_floats = plan_training(g);
+    } else { /* each tensor from its producer through its last reader */
+        span *s = df_malloc((size_t)(g->nt + 1) * sizeof *s);
+        for (int i = 0; i < g->nt; i++) s[i] = (span){g->t[i].producer, g->t[i].last_use, g->t[i].numel, &g->t[i].offset};
+        g->arena_floats = plan_spans(s, g->nt, -1, g->nops);
+        df_free(s);
     }
-
-    /* inference: place each tensor when its producer runs, free it after its last reader */
-    int *until = df_malloc((size_t)g->nt * sizeof(int));
-    for (int i = 0; i < g->nt; i++) until[i] = g->t[i].last_use;
-    g->arena_floats = plan_lifetimes(g, until);
-    df_free(until);
     g->arena = df_calloc(g->arena_floats, sizeof(float));
-    for (int i = 0; i < g->nt; i++) g->t[i].data = g->arena + g->t[i].offset;
+    for (int i = 0; i < g->nt; i++) {
+        df_tensor *t = &g->t[i];
+        t->data = g->arena + t->offset;
+        t->grad = t->has_grad ? g->arena + t->goffset : NULL;
+        t->rdata = t->recompute && t->rfirst >= 0 ? g->arena + t->roffset : NULL;
+    }
 }
 
-size_t df_graph_bytes(const df_graph *g) { return (g->arena_floats + g->grad_floats) * sizeof(float); }
+size_t df_graph_bytes(const df_graph *g) { return g->arena_floats * sizeof(float); }

@@ -2,12 +2,16 @@
  *
  * A model is written as a builder (see unet.c) that calls g_conv, g_groupnorm, ... in forward order. The
  * builder both names the model's parameters and records the ops; df_graph_plan then lays every tensor out
- * in one arena:
- *   - training graphs keep every activation (and the statistics backward needs: group- and batch-norm
- *     mean/rstd, attention probabilities); gradients live only from the backward of a tensor's last reader to the
- *     backward of its producer, and share memory by that lifetime;
- *   - inference graphs reuse memory: a tensor lives from the op that writes it to the last op that reads
- *     it, and first-fit placement packs the live ones, so sampling stores nothing it does not need.
+ * in one arena, first-fit by lifetime:
+ *   - inference graphs: a tensor lives from the op that writes it to the last op that reads it, so sampling
+ *     stores nothing it does not need;
+ *   - training graphs run on one timeline, the forward ops then their backwards in reverse. An activation
+ *     lives until its last reader's forward, or until the backward of the first reader that needs it there
+ *     (a convolution's input, a norm's, an activation function's...), a saved statistic until its producer's
+ *     backward, a gradient from its last reader's backward to its producer's; activations and gradients share
+ *     the arena, so gradients reuse the memory of activations backward is done with. The output of a fused
+ *     group norm + SiLU (and a dropout of it) is not kept for backward at all: the backward that needs it
+ *     recomputes it from the norm's input and saved statistics, bit for bit, into a short-lived copy.
  * Nothing is allocated per step: forward and backward only walk the op list.
  */
 #ifndef DF_GRAPH_H
@@ -22,6 +26,7 @@ typedef enum {
     OP_CONV2D,
     OP_LINEAR,
     OP_GROUPNORM,
+    OP_GN_SILU, /* group norm then SiLU, fused */
     OP_SILU,
     OP_RELU,
     OP_ADD,
@@ -45,7 +50,10 @@ typedef struct {
     int last_use;       /* last op reading it; nops for the graph output */
     int is_aux;         /* saved statistics (not an activation: no gradient) */
     int has_grad;       /* training graphs: the tensor has a gradient buffer */
-    size_t offset, goffset; /* in the activation arena, in the gradient arena */
+    int recompute;      /* training graphs: backward recomputes it into rdata (before op rfirst's backward) */
+    int rfirst;
+    float *rdata;
+    size_t offset, goffset, roffset; /* of data, grad and rdata in the arena */
 } df_tensor;
 
 typedef struct {
@@ -59,20 +67,22 @@ typedef struct {
     float s;             /* scale factor; dropout probability; timestep-embedding freq_shift; batch-norm momentum */
     int flip;            /* timestep embedding: flip_sin_to_cos */
     int rmean, rvar;     /* batch norm: running mean and variance, ids in the graph's buffer table */
+    int seq;             /* dropout: how many dropouts come before it (its random stream, whatever ops fuse) */
 } df_op;
 
 typedef struct {
     df_params *params; /* not owned */
     df_params *buffers; /* not owned: running statistics that training forwards update (batch norm), or NULL */
     int train;
+    int keep_all; /* training graphs, set before planning: no sharing and no recomputation (for tests) */
     size_t batch;
     df_tensor *t;
     int nt, cap_t;
     df_op *ops;
     int nops, cap_ops;
     int output;
-    float *arena, *grad_arena;
-    size_t arena_floats, grad_floats;
+    float *arena;
+    size_t arena_floats;
     uint64_t dropout_seed, dropout_step; /* the training loop sets these each step */
 } df_graph;
 
@@ -85,6 +95,8 @@ int g_input(df_graph *g, size_t n, size_t c, size_t h, size_t w);
 int g_conv(df_graph *g, int x, int w, int b, size_t stride, size_t pt, size_t pb, size_t pl, size_t pr);
 int g_linear(df_graph *g, int x, int w, int b);
 int g_groupnorm(df_graph *g, int x, int gamma, int beta, size_t groups, float eps);
+/* silu(group norm(x)) as one op (the DDPM U-Net's norm1/norm2/conv_norm_out and their SiLU) */
+int g_groupnorm_silu(df_graph *g, int x, int gamma, int beta, size_t groups, float eps);
 int g_silu(df_graph *g, int x);
 int g_relu(df_graph *g, int x);
 int g_add(df_graph *g, int a, int b);
@@ -116,7 +128,7 @@ void df_graph_backward(df_graph *g, const float *dout);
 
 /* FLOPs of one forward pass (2 per multiply-add of convolutions, linears and attention products). */
 double df_graph_flops(const df_graph *g);
-/* Bytes of the activation arena plus its gradients. */
+/* Bytes of the arena (activations, and in training graphs their gradients). */
 size_t df_graph_bytes(const df_graph *g);
 
 #endif

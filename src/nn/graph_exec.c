@@ -31,7 +31,7 @@ static const float *pdata(const df_graph *g, int i) { return i >= 0 ? df_param_d
 static float *pgrad(const df_graph *g, int i) { return i >= 0 ? df_param_grad(g->params, i) : NULL; }
 
 static uint64_t dropout_stream(const df_graph *g, int op_index) {
-    return df_stream(DF_STREAM_DROPOUT, (uint32_t)op_index, (uint32_t)g->dropout_step);
+    return df_stream(DF_STREAM_DROPOUT, (uint32_t)g->ops[op_index].seq, (uint32_t)g->dropout_step);
 }
 
 /* ---- forward ---- */
@@ -54,6 +54,11 @@ void df_graph_forward(df_graph *g) {
             float *mean = g->t[op->aux].data, *rstd = mean + a->n * op->groups;
             groupnorm_forward(y->data, mean, rstd, a->data, pdata(g, op->w), pdata(g, op->b), a->n, a->c,
                               a->h * a->w, op->groups, op->eps);
+        } break;
+        case OP_GN_SILU: {
+            float *mean = g->t[op->aux].data, *rstd = mean + a->n * op->groups;
+            groupnorm_silu_forward(y->data, mean, rstd, a->data, pdata(g, op->w), pdata(g, op->b), a->n, a->c,
+                                   a->h * a->w, op->groups, op->eps);
         } break;
         case OP_SILU: silu_forward(y->data, a->data, a->numel); break;
         case OP_RELU: relu_forward(y->data, a->data, a->numel); break;
@@ -94,6 +99,28 @@ void df_graph_forward(df_graph *g) {
 
 /* ---- backward ---- */
 
+/* Writes tensor id's forward values again into its rdata: the fused group norm + SiLU at the root from its
+ * input and saved statistics, then each dropout on the way, in place (graph.h). */
+static void rematerialize(df_graph *g, int id) {
+    int drops[64], nd = 0, t = id;
+    while (g->ops[g->t[t].producer].kind == OP_DROPOUT) {
+        DF_CHECK(nd < 64, "recomputed chain too long");
+        drops[nd++] = g->t[t].producer;
+        t = g->ops[g->t[t].producer].in[0];
+    }
+    const df_op *op = &g->ops[g->t[t].producer];
+    DF_CHECK(op->kind == OP_GN_SILU, "recompute: tensor %d is not a fused group norm's output", id);
+    const df_tensor *a = &g->t[op->in[0]];
+    const float *mean = g->t[op->aux].data, *rstd = mean + a->n * op->groups;
+    float *out = g->t[id].rdata;
+    groupnorm_silu_apply(out, a->data, mean, rstd, pdata(g, op->w), pdata(g, op->b), a->n, a->c, a->h * a->w,
+                         op->groups);
+    while (nd--) dropout_forward(out, out, a->numel, g->ops[drops[nd]].s, g->dropout_seed, dropout_stream(g, drops[nd]));
+}
+
+/* The values backward reads: the recomputed copy where there is one. */
+static const float *bdata(const df_tensor *t) { return t->recompute ? t->rdata : t->data; }
+
 void df_graph_backward(df_graph *g, const float *dout) {
     DF_CHECK(g->train, "backward on an inference graph");
     memcpy(g->t[g->output].grad, dout, g->t[g->output].numel * sizeof(float));
@@ -103,26 +130,36 @@ void df_graph_backward(df_graph *g, const float *dout) {
             df_tensor *in = op->in[k] >= 0 ? &g->t[op->in[k]] : NULL;
             if (in && in->has_grad && in->last_use == i) memset(in->grad, 0, in->numel * sizeof(float));
         }
+        for (int k = 0; k < 3; k++) /* inputs recomputed for the first backward that reads them */
+            if (op->in[k] >= 0 && g->t[op->in[k]].recompute && g->t[op->in[k]].rfirst == i &&
+                (k == 0 || op->in[k] != op->in[k - 1]))
+                rematerialize(g, op->in[k]);
         const df_tensor *y = &g->t[op->out];
         const df_tensor *a = &g->t[op->in[0]];
         const df_tensor *b = op->in[1] >= 0 ? &g->t[op->in[1]] : NULL;
         const float *dy = y->grad;
+        const float *ad = bdata(a), *bd = b ? bdata(b) : NULL;
         switch (op->kind) {
         case OP_CONV2D: {
             conv2d_dims d = conv_dims(g, op);
-            conv2d_backward(a->grad, pgrad(g, op->w), pgrad(g, op->b), dy, a->data, pdata(g, op->w), &d);
+            conv2d_backward(a->grad, pgrad(g, op->w), pgrad(g, op->b), dy, ad, pdata(g, op->w), &d);
         } break;
         case OP_LINEAR:
-            linear_backward(a->grad, pgrad(g, op->w), pgrad(g, op->b), dy, a->data, pdata(g, op->w), a->n,
+            linear_backward(a->grad, pgrad(g, op->w), pgrad(g, op->b), dy, ad, pdata(g, op->w), a->n,
                             a->numel / a->n, y->c);
             break;
         case OP_GROUPNORM: {
             const float *mean = g->t[op->aux].data, *rstd = mean + a->n * op->groups;
-            groupnorm_backward(a->grad, pgrad(g, op->w), pgrad(g, op->b), dy, a->data, mean, rstd, pdata(g, op->w),
+            groupnorm_backward(a->grad, pgrad(g, op->w), pgrad(g, op->b), dy, ad, mean, rstd, pdata(g, op->w),
                                a->n, a->c, a->h * a->w, op->groups);
         } break;
-        case OP_SILU: silu_backward(a->grad, dy, a->data, a->numel); break;
-        case OP_RELU: relu_backward(a->grad, dy, a->data, a->numel); break;
+        case OP_GN_SILU: {
+            const float *mean = g->t[op->aux].data, *rstd = mean + a->n * op->groups;
+            groupnorm_silu_backward(a->grad, pgrad(g, op->w), pgrad(g, op->b), dy, ad, mean, rstd, pdata(g, op->w),
+                                    pdata(g, op->b), a->n, a->c, a->h * a->w, op->groups);
+        } break;
+        case OP_SILU: silu_backward(a->grad, dy, ad, a->numel); break;
+        case OP_RELU: relu_backward(a->grad, dy, ad, a->numel); break;
         case OP_ADD: add_backward(a->grad, b->grad, dy, a->numel); break;
         case OP_SCALE: scale_backward(a->grad, dy, op->s, a->numel); break;
         case OP_ADD_CHANNEL: add_channel_backward(a->grad, b->grad, dy, a->n, a->c, a->h * a->w); break;
@@ -130,7 +167,7 @@ void df_graph_backward(df_graph *g, const float *dout) {
         case OP_CONCAT: concat_backward(a->grad, b->grad, dy, a->n, a->c, b->c, a->h * a->w); break;
         case OP_ATTENTION: {
             const df_tensor *v = &g->t[op->in[2]];
-            attention_backward(a->grad, b->grad, v->grad, dy, a->data, b->data, v->data, g->t[op->aux].data, a->n,
+            attention_backward(a->grad, b->grad, v->grad, dy, ad, bd, bdata(v), g->t[op->aux].data, a->n,
                                a->c, a->h * a->w, op->heads);
         } break;
         case OP_TIMESTEP_EMBED: break; /* timesteps are not differentiated */
@@ -139,12 +176,12 @@ void df_graph_backward(df_graph *g, const float *dout) {
             break;
         case OP_BATCHNORM: {
             const float *mean = g->t[op->aux].data, *rstd = mean + a->c;
-            batchnorm_backward(a->grad, pgrad(g, op->w), pgrad(g, op->b), dy, a->data, mean, rstd, pdata(g, op->w),
+            batchnorm_backward(a->grad, pgrad(g, op->w), pgrad(g, op->b), dy, ad, mean, rstd, pdata(g, op->w),
                                a->n, a->c, a->h * a->w);
         } break;
         case OP_CONVT: {
             convt2d_dims d = convt_dims(g, op);
-            convt2d_backward(a->grad, pgrad(g, op->w), pgrad(g, op->b), dy, a->data, pdata(g, op->w), &d);
+            convt2d_backward(a->grad, pgrad(g, op->w), pgrad(g, op->b), dy, ad, pdata(g, op->w), &d);
         } break;
         case OP_SINUSOIDAL_EMBED: break; /* timesteps are not differentiated */
         }

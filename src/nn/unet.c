@@ -39,10 +39,13 @@ static int linear(builder *b, int x, const char *prefix, int cin, int cout, int 
     return on_map ? g_conv(b->g, x, w, bias, 1, 0, 0, 0, 0) : g_linear(b->g, x, w, bias);
 }
 
-static int groupnorm(builder *b, int x, const char *prefix, int ch) {
+/* GroupNorm named `prefix`, followed by SiLU when then_silu (one op: the norm's output is never stored). */
+static int groupnorm(builder *b, int x, const char *prefix, int ch, int then_silu) {
     const df_unet_config *c = &b->m->cfg;
-    int w = df_params_addf(&b->m->params, 1, ch, 0, 0, 0, "%s.weight", prefix), bias = df_params_addf(&b->m->params, 1, ch, 0, 0, 0, "%s.bias", prefix);
-    return b->g ? g_groupnorm(b->g, x, w, bias, (size_t)c->norm_num_groups, c->norm_eps) : -1;
+    int w = df_params_addf(&b->m->params, 1, ch, 0, 0, 0, "%s.weight", prefix);
+    int bias = df_params_addf(&b->m->params, 1, ch, 0, 0, 0, "%s.bias", prefix);
+    if (!b->g) return -1;
+    return (then_silu ? g_groupnorm_silu : g_groupnorm)(b->g, x, w, bias, (size_t)c->norm_num_groups, c->norm_eps);
 }
 
 static int silu(builder *b, int x) { return b->g ? g_silu(b->g, x) : -1; }
@@ -53,13 +56,11 @@ static int resnet(builder *b, int x, const char *prefix, int cin, int cout, floa
     char n[DF_PARAM_NAME];
     const df_unet_config *c = &b->m->cfg;
 #define SUB(s) (snprintf(n, sizeof n, "%s.%s", prefix, s), n)
-    int h = groupnorm(b, x, SUB("norm1"), cin);
-    h = silu(b, h);
+    int h = groupnorm(b, x, SUB("norm1"), cin, 1);
     h = conv3(b, h, SUB("conv1"), cin, cout);
     int tp = linear(b, b->temb, SUB("time_emb_proj"), (int)b->temb_dim, cout, 0);
     if (b->g) h = g_add_channel(b->g, h, tp);
-    h = groupnorm(b, h, SUB("norm2"), cout);
-    h = silu(b, h);
+    h = groupnorm(b, h, SUB("norm2"), cout, 1);
     if (b->g && b->train && dropout && c->dropout > 0) h = g_dropout(b->g, h, c->dropout);
     h = conv3(b, h, SUB("conv2"), cout, cout);
     int sc = cin != cout ? conv(b, x, SUB("conv_shortcut"), cin, cout, 1, 1, 0, 0, 0, 0) : x;
@@ -75,7 +76,7 @@ static int attention(builder *b, int x, const char *prefix, int ch, float scale)
     char n[DF_PARAM_NAME];
     const df_unet_config *c = &b->m->cfg;
 #define SUB(s) (snprintf(n, sizeof n, "%s.%s", prefix, s), n)
-    int h = groupnorm(b, x, SUB("group_norm"), ch);
+    int h = groupnorm(b, x, SUB("group_norm"), ch, 0);
     int q = linear(b, h, SUB("to_q"), ch, ch, 1);
     int k = linear(b, h, SUB("to_k"), ch, ch, 1);
     int v = linear(b, h, SUB("to_v"), ch, ch, 1);
@@ -169,8 +170,7 @@ void df_unet_build(df_unet *m, df_graph *g, size_t batch, int train, int *x_in, 
     DF_CHECK(nskip == 0, "U-Net skip connections unbalanced (%d left)", nskip);
 
     /* ---- out ---- */
-    h = groupnorm(b, h, "conv_norm_out", boc[0]);
-    h = silu(b, h);
+    h = groupnorm(b, h, "conv_norm_out", boc[0], 1);
     h = conv3(b, h, "conv_out", boc[0], c->out_channels);
     if (x_in) *x_in = x;
     if (t_in) *t_in = t;
