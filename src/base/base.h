@@ -21,6 +21,14 @@
 #define DF_NORETURN
 #endif
 
+/* DF_CLONES: compile a function for AVX-512, AVX2 and baseline x86-64, picked at load time by the CPU (for
+ * loops the compiler vectorises: kernels, random streams). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define DF_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define DF_CLONES
+#endif
+
 DF_NORETURN void df_fatal(const char *file, int line, const char *fmt, ...) DF_PRINTF(3, 4);
 
 #define DF_CHECK(cond, ...)                                                                                  \

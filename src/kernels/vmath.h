@@ -4,8 +4,7 @@
  * (clamped to [-87.3, 88], so no overflow; exp(-87.3) ~ 1e-38 stands in for 0), scaled by 2^n through the
  * exponent bits. Within 2 ulp of the correctly rounded result over the clamped range (tests/test_kernels.c
  * checks it against double-precision exp). libm's expf is a call per element and does not vectorise.
- *
- * DF_CLONES: compile a function for AVX-512, AVX2 and baseline x86-64, picked at load time by the CPU. */
+ * (DF_CLONES, which compiles a function for several instruction sets, is in base/base.h.) */
 #ifndef DF_VMATH_H
 #define DF_VMATH_H
 
@@ -13,11 +12,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
-#define DF_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define DF_CLONES
-#endif
+#include "base/base.h"
 
 static inline float df_vexpf(float x) {
     x = x > -87.3f ? x : -87.3f;
