@@ -17,6 +17,12 @@
 /* ---- errors ---- */
 const char *df_errmsg(void);
 void df_set_threads(int n);
+/* Arithmetic of the network's convolutions, linears and attention, process-wide: "fp32" (the default) or
+ * "bf16" (operands rounded to BF16, FP32 accumulation; weights, optimizer and everything else stay FP32),
+ * by Intel AMX or AVX-512 BF16 where the CPU has them, else a portable (slow) path. 0, or -1 with
+ * df_errmsg() for another name. */
+int df_set_precision(const char *name);
+const char *df_precision(void);
 
 /* ---- U-Net configuration (diffusers UNet2DModel, or the DDIM report's SimpleUnet) ---- */
 typedef enum {

@@ -837,34 +837,53 @@ TEST(kernels_independent_of_thread_count) {
     df_free(aon), df_free(p1), df_free(pn), df_free(dq1), df_free(dqn);
 }
 
-/* Every micro-kernel this CPU can run (portable C, AVX2, AVX-512) against the reference, on shapes that
- * cross every block edge, so the portable path stays tested on machines that dispatch to a vector one. */
+/* Every micro-kernel this CPU can run (portable C, AVX2, AVX-512, and in BF16 mode the portable pair kernel,
+ * AVX-512 BF16's and AMX's tiles) against the reference, on shapes that cross every block edge (odd depths leave
+ * a half pair), so the portable paths stay tested on machines that dispatch to a vector one. In BF16 mode
+ * the oracle is the reference over BF16-rounded operands, and the result must differ from FP32 by rounding. */
 TEST(gemm_every_isa_matches_ref) {
-    static const char *isas[] = {"c", "avx2", "avx512"};
+    static const char *isas[] = {"c", "avx2", "avx512", "amx"};
     static const size_t shapes[][3] = {{1, 1, 1}, {13, 17, 5}, {97, 130, 300}, {12, 16, 256}, {25, 33, 513}};
     const char *orig = gemm_isa();
-    for (int q = 0; q < 3; q++) {
+    for (int q = 0; q < 4; q++) {
         if (gemm_force_isa(isas[q]) != 0) {
             printf("    %s: not supported by this CPU\n", isas[q]);
             continue;
         }
-        for (int s = 0; s < 5; s++)
-            for (int ta = 0; ta <= 1; ta++)
-                for (int tb = 0; tb <= 1; tb++) {
-                    size_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
-                    float *A = df_malloc(M * K * 4), *B = df_malloc(K * N * 4);
-                    float *C = df_malloc(M * N * 4), *R = df_malloc(M * N * 4);
-                    df_test_fill(A, M * K, 1 + s, -1, 1);
-                    df_test_fill(B, K * N, 2 + s, -1, 1);
-                    df_test_fill(C, M * N, 3 + s, -1, 1);
-                    memcpy(R, C, M * N * 4);
-                    gemm(ta, tb, M, N, K, 0.7f, A, ta ? M : K, B, tb ? K : N, 0.5f, C, N);
-                    gemm_ref(ta, tb, M, N, K, 0.7f, A, ta ? M : K, B, tb ? K : N, 0.5f, R, N);
-                    double r = df_rel_err(C, R, M * N);
-                    EXPECT(r < 1e-5, "%s gemm %zux%zux%zu ta %d tb %d: relative error %.2e", isas[q], M, N, K, ta, tb, r);
-                    df_free(A), df_free(B), df_free(C), df_free(R);
-                }
-        printf("    %s: 20 shapes x transposes agree with the reference\n", isas[q]);
+        for (int bf16 = 0; bf16 <= 1; bf16++) {
+            gemm_set_bf16(bf16);
+            double worst = 0, least_vs_fp32 = 1;
+            for (int s = 0; s < 15; s++) /* five shapes, each with (alpha, beta) = (0.7, 0.5), (1, 0), (1, 1) */
+                for (int ta = 0; ta <= 1; ta++)
+                    for (int tb = 0; tb <= 1; tb++) {
+                        size_t M = shapes[s % 5][0], N = shapes[s % 5][1], K = shapes[s % 5][2];
+                        float alpha = s < 5 ? 0.7f : 1.0f, beta = s < 5 ? 0.5f : s < 10 ? 0.0f : 1.0f;
+                        float *A = df_malloc(M * K * 4), *B = df_malloc(K * N * 4);
+                        float *C = df_malloc(M * N * 4), *R = df_malloc(M * N * 4), *F = df_malloc(M * N * 4);
+                        df_test_fill(A, M * K, 1 + s, -1, 1);
+                        df_test_fill(B, K * N, 2 + s, -1, 1);
+                        df_test_fill(C, M * N, 3 + s, -1, 1);
+                        memcpy(R, C, M * N * 4), memcpy(F, C, M * N * 4);
+                        gemm(ta, tb, M, N, K, alpha, A, ta ? M : K, B, tb ? K : N, beta, C, N);
+                        (bf16 ? gemm_bf16_ref : gemm_ref)(ta, tb, M, N, K, alpha, A, ta ? M : K, B, tb ? K : N, beta,
+                                                          R, N);
+                        gemm_ref(ta, tb, M, N, K, alpha, A, ta ? M : K, B, tb ? K : N, beta, F, N);
+                        double r = df_rel_err(C, R, M * N), rf = df_rel_err(C, F, M * N);
+                        EXPECT(r < 1e-5, "%s%s gemm %zux%zux%zu ta %d tb %d: relative error %.2e", isas[q],
+                               bf16 ? " bf16" : "", M, N, K, ta, tb, r);
+                        if (r > worst) worst = r;
+                        if (K > 1 && rf < least_vs_fp32) least_vs_fp32 = rf;
+                        df_free(A), df_free(B), df_free(C), df_free(R), df_free(F);
+                    }
+            printf("    %s%s: 60 shapes x transposes x scalings agree with the reference (worst %.1e)", isas[q],
+                   bf16 ? ", BF16 mode" : "", worst);
+            if (bf16) {
+                printf(", %s pair kernel, %.1e from FP32 at least", gemm_bf16_isa(), least_vs_fp32);
+                EXPECT(least_vs_fp32 > 1e-4, "BF16 mode gives FP32 results (%.1e): no rounding?", least_vs_fp32);
+            }
+            printf("\n");
+        }
+        gemm_set_bf16(0);
     }
     gemm_force_isa(orig);
 }

@@ -74,6 +74,7 @@ static double gemm_peak(void) {
 }
 
 int cmd_bench(int argc, char **argv) {
+    const char *precision = "fp32";
     const char *preset = "fmnist-s", *model = NULL;
     int batch = 64, train = 0, threads = 0, reps = 5;
     const df_flag flags[] = {
@@ -82,6 +83,7 @@ int cmd_bench(int argc, char **argv) {
         {"batch", FL_INT, "64", "images per call", &batch},
         {"train", FL_BOOL, "0", "time a training step (forward, backward, Adam) instead of a forward", &train},
         {"threads", FL_INT, "0", "threads (0: OMP_NUM_THREADS if set, else all cores)", &threads},
+        {"precision", FL_STRING, "fp32", "fp32, or bf16: BF16 products with FP32 sums (AMX / AVX-512 BF16 where the CPU has them)", &precision},
         {"reps", FL_INT, "5", "timed repetitions (after one warm-up)", &reps},
     };
     const char *pos[1];
@@ -93,6 +95,10 @@ int cmd_bench(int argc, char **argv) {
     if (rc) return rc < 0 ? 1 : 0;
     if (batch < 1 || reps < 1 || threads < 0) {
         fprintf(stderr, "diffuse bench: --batch and --reps must be >= 1\n");
+        return 1;
+    }
+    if (df_set_precision(precision)) {
+        fprintf(stderr, "diffuse bench: --precision: %s\n", df_errmsg());
         return 1;
     }
     df_set_threads(threads);
@@ -125,8 +131,9 @@ int cmd_bench(int argc, char **argv) {
     double med, t = best_time(fn, &c, reps, &med);
     double flops = k.gflops_per_image * (train ? 3 : 1) * (double)c.B;
     double peak = gemm_peak();
-    printf("%s %s batch %d, %d threads, %s micro-kernel\n", model ? model : preset, train ? "training step" : "forward",
-           batch, df_threads(), gemm_isa());
+    printf("%s %s batch %d, %d threads, %s\n", model ? model : preset, train ? "training step" : "forward", batch,
+           df_threads(), strcmp(df_precision(), "bf16") ? gemm_isa() : "BF16 products");
+    if (!strcmp(df_precision(), "bf16")) printf("  (BF16 products by %s)\n", gemm_bf16_isa());
     printf("  %.2f images/s (median %.2f), %.1f GFLOP/s, %.0f%% of the measured GEMM peak (%.0f GFLOP/s)\n",
            (double)c.B / t, (double)c.B / med, flops / t, 100 * flops / t / peak, peak);
     struct rusage ru;

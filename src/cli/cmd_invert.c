@@ -64,6 +64,7 @@ static void ode_all(float *x, size_t N, const cli_model *m, const int *taus, int
 }
 
 int cmd_encode(int argc, char **argv) {
+    const char *precision = "fp32";
     const char *model = NULL, *images = NULL, *data_dir = NULL, *out = NULL, *spacing = "leading";
     int steps = 50, n = 100, batch = 16, threads = 0;
     const df_flag flags[] = {
@@ -75,6 +76,7 @@ int cmd_encode(int argc, char **argv) {
         {"spacing", FL_STRING, "leading", "timesteps: uniform, quad, leading, trailing, linspace", &spacing},
         {"batch", FL_INT, "16", "images per model call", &batch},
         {"threads", FL_INT, "0", "threads (0: OMP_NUM_THREADS if set, else all cores)", &threads},
+        {"precision", FL_STRING, "fp32", "fp32, or bf16: BF16 products with FP32 sums (AMX / AVX-512 BF16 where the CPU has them)", &precision},
         {"out", FL_STRING, NULL, "latents z.npy (float32, N x C x H x W) (required)", &out},
     };
     const char *pos[1];
@@ -87,6 +89,7 @@ int cmd_encode(int argc, char **argv) {
     size_t ol = strlen(out);
     if (ol < 4 || strcmp(out + ol - 4, ".npy")) return BAD("encode", "--out must be a .npy file, got '%s'", out);
     if (n < 0 || batch < 1 || steps < 1 || threads < 0) return BAD("encode", "--n >= 0, --batch >= 1, --steps >= 1");
+    if (df_set_precision(precision)) return BAD("encode", "--precision: %s", df_errmsg());
     df_set_threads(threads);
     cli_model m;
     if (cli_load_model(&m, model, "encode")) return 1;
@@ -113,6 +116,7 @@ int cmd_encode(int argc, char **argv) {
 }
 
 int cmd_decode(int argc, char **argv) {
+    const char *precision = "fp32";
     const char *model = NULL, *latents = NULL, *out = NULL, *spacing = "leading", *ref = NULL, *data_dir = NULL;
     const char *clip = "false";
     int steps = 50, batch = 16, threads = 0;
@@ -126,6 +130,7 @@ int cmd_decode(int argc, char **argv) {
         {"data-dir", FL_STRING, NULL, "folder of the fashion-mnist / mnist IDX files", &data_dir},
         {"batch", FL_INT, "16", "images per model call", &batch},
         {"threads", FL_INT, "0", "threads (0: OMP_NUM_THREADS if set, else all cores)", &threads},
+        {"precision", FL_STRING, "fp32", "fp32, or bf16: BF16 products with FP32 sums (AMX / AVX-512 BF16 where the CPU has them)", &precision},
         {"out", FL_STRING, NULL, "grid.png, DIR/ or x.npy (required)", &out},
     };
     const char *pos[1];
@@ -139,6 +144,7 @@ int cmd_decode(int argc, char **argv) {
     if (!model || !latents || !out) return BAD("decode", "--model, --latents and --out are required");
     if (df_check_images_path(out)) return BAD("decode", "%s", df_errmsg());
     if (batch < 1 || steps < 1 || threads < 0) return BAD("decode", "--batch >= 1, --steps >= 1");
+    if (df_set_precision(precision)) return BAD("decode", "--precision: %s", df_errmsg());
     df_set_threads(threads);
     cli_model m;
     if (cli_load_model(&m, model, "decode")) return 1;
@@ -182,6 +188,7 @@ int cmd_decode(int argc, char **argv) {
 }
 
 int cmd_interpolate(int argc, char **argv) {
+    const char *precision = "fp32";
     const char *model = NULL, *out = NULL, *spacing = "leading", *clip = "auto";
     int seed_a = 0, seed_b = 1, frames = 11, steps = 50, batch = 16, threads = 0;
     const df_flag flags[] = {
@@ -194,6 +201,7 @@ int cmd_interpolate(int argc, char **argv) {
         {"clip-sample", FL_STRING, "auto", "clip predicted x0: auto (the scheduler's), true, false", &clip},
         {"batch", FL_INT, "16", "images per model call", &batch},
         {"threads", FL_INT, "0", "threads (0: OMP_NUM_THREADS if set, else all cores)", &threads},
+        {"precision", FL_STRING, "fp32", "fp32, or bf16: BF16 products with FP32 sums (AMX / AVX-512 BF16 where the CPU has them)", &precision},
         {"out", FL_STRING, NULL, "strip.png (one row), DIR/ or x.npy (required)", &out},
     };
     const char *pos[1];
@@ -208,6 +216,7 @@ int cmd_interpolate(int argc, char **argv) {
     if (frames < 2 || frames > 1000) return BAD("interpolate", "--frames must be in 2..1000, got %d", frames);
     if (seed_a < 0 || seed_b < 0 || batch < 1 || steps < 1 || threads < 0)
         return BAD("interpolate", "seeds >= 0, --batch >= 1, --steps >= 1");
+    if (df_set_precision(precision)) return BAD("interpolate", "--precision: %s", df_errmsg());
     df_set_threads(threads);
     cli_model m;
     if (cli_load_model(&m, model, "interpolate")) return 1;

@@ -20,6 +20,7 @@ static const char usage[] =
     "N images (as 8-bit pixels) against REF (e.g. fashion-mnist; see diffuse fid --help).";
 
 int cmd_sample(int argc, char **argv) {
+    const char *precision = "fp32";
     const char *model = NULL, *sampler = "ddim", *spacing = "leading", *out = NULL, *clip = "auto";
     const char *traj = NULL, *traj_x0 = NULL, *fid_ref = NULL, *fid_net = NULL;
     int steps = 0, n = 16, seed = 0, batch = 16, threads = 0, sigma_hat = 0, traj_n = 8, first = 0;
@@ -37,6 +38,7 @@ int cmd_sample(int argc, char **argv) {
         {"first", FL_INT, "0", "make images FIRST .. FIRST+N-1 of the seed (a DIR/ output numbers them so)", &first},
         {"batch", FL_INT, "16", "images per model call (does not change the images)", &batch},
         {"threads", FL_INT, "0", "threads (0: OMP_NUM_THREADS if set, else all cores)", &threads},
+        {"precision", FL_STRING, "fp32", "fp32, or bf16: BF16 products with FP32 sums (AMX / AVX-512 BF16 where the CPU has them)", &precision},
         {"out", FL_STRING, NULL, "grid.png, DIR/ or x.npy (required unless --fid is given)", &out},
         {"fid", FL_STRING, NULL, "report the FID of the samples against this source (fashion-mnist, stats.npz, ...)", &fid_ref},
         {"fid-features", FL_STRING, NULL, "the FID feature network (default: models/fid-fashion-mnist)", &fid_net},
@@ -67,6 +69,7 @@ int cmd_sample(int argc, char **argv) {
     if (traj_n < 1 || traj_n > 64) return BAD("--trajectory-n must be in 1..64");
     df_spacing sp;
     if (df_spacing_parse(&sp, spacing)) return BAD("--spacing: %s", df_errmsg());
+    if (df_set_precision(precision)) return BAD("--precision: %s", df_errmsg());
     df_set_threads(threads);
 
     cli_model m;

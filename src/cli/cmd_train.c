@@ -43,6 +43,7 @@ static char *args_json(const df_flag *flags, int n) {
 int cmd_train(int argc, char **argv) {
     const char *data = "fashion-mnist", *data_dir = NULL, *out = NULL, *preset = NULL, *config = NULL;
     const char *beta_schedule = "linear", *prediction = "epsilon", *loss = "mse", *optimizer = "adamw";
+    const char *precision = "fp32";
     int resolution = 0, channels = 0, flip = 1, timesteps = 1000, batch = 64, steps = 0, seed = 0, threads = 0;
     int warmup = 200, save_every = 500, sample_every = 1000, n_samples = 16, log_every = 10, resume = 0;
     double beta_start = 1e-4, beta_end = 0.02, lr = 2e-4, wd = 0, b1 = 0.9, b2 = 0.999, adam_eps = 1e-8;
@@ -80,6 +81,7 @@ int cmd_train(int argc, char **argv) {
         {"epochs", FL_FLOAT, "0", "total epochs over the data, if --steps is 0", &epochs},
         {"seed", FL_INT, "0", "seed of everything random (weights, data order, noise)", &seed},
         {"threads", FL_INT, "0", "threads (0: OMP_NUM_THREADS if set, else all cores)", &threads},
+        {"precision", FL_STRING, "fp32", "fp32, or bf16: BF16 products with FP32 sums (AMX / AVX-512 BF16 where the CPU has them)", &precision},
         {"save-every", FL_INT, "500", "checkpoint every N steps (and at the end)", &save_every},
         {"sample-every", FL_INT, "1000", "sample grid from the EMA weights every N steps (0: never)", &sample_every},
         {"n-samples", FL_INT, "16", "images in each sample grid", &n_samples},
@@ -110,6 +112,7 @@ int cmd_train(int argc, char **argv) {
     if (strcmp(loss, "mse") && strcmp(loss, "l1")) return BAD("--loss must be mse or l1, got '%s'", loss);
     if (strcmp(optimizer, "adam") && strcmp(optimizer, "adamw"))
         return BAD("--optimizer must be adam or adamw, got '%s'", optimizer);
+    if (df_set_precision(precision)) return BAD("--precision: %s", df_errmsg());
     if (seed < 0) return BAD("--seed must be >= 0");
 
     df_train_opts o = {0};

@@ -35,9 +35,12 @@ typedef void (*gemm_pack_b_fn)(float *dst, size_t p0, size_t kc, size_t j0, size
 void gemm_packed_b(int transA, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
                    gemm_pack_b_fn packb, const void *ctx, float beta, float *C, size_t ldc);
 /* A packed once and reused across calls (a convolution's weights across the images of a batch):
- * gemm_pack_a writes op(A) (M x K) into ap (gemm_packed_a_size(M, K) floats); gemm_prepacked multiplies. */
+ * gemm_pack_a writes op(A) (M x K) into ap (gemm_packed_a_size(M, K) floats); gemm_prepacked multiplies. In
+ * BF16 mode the packing includes A's BF16 copy; code that writes the FP32 panels itself (Winograd's weight
+ * transform) calls gemm_pack_a_bf16 after. Do not change the precision between packing and multiplying. */
 size_t gemm_packed_a_size(size_t M, size_t K);
 void gemm_pack_a(float *ap, int transA, const float *A, size_t lda, size_t M, size_t K, int parallel);
+void gemm_pack_a_bf16(float *ap, size_t M, size_t K);
 void gemm_prepacked(size_t M, size_t N, size_t K, float alpha, const float *ap, gemm_pack_b_fn packb,
                     const void *ctx, float beta, float *C, size_t ldc);
 /* The packer for a plain row-major B (ctx: a gemm_plain_b_ctx). */
@@ -53,6 +56,15 @@ void gemm_plain_b(float *dst, size_t p0, size_t kc, size_t j0, size_t nc, const 
  * -1 if this CPU cannot run it. */
 const char *gemm_isa(void);
 int gemm_force_isa(const char *isa);
+/* BF16 mode for every gemm that follows, process-wide (diffuse's --precision bf16): products of operands
+ * rounded to BF16, accumulated in FP32. Returns the previous setting. gemm_bf16_isa: "avx512_bf16" where the
+ * CPU multiplies BF16 pairs itself, else "c" (the same arithmetic, portable and slow). */
+int gemm_set_bf16(int on);
+int gemm_bf16_on(void);
+const char *gemm_bf16_isa(void);
+/* gemm_ref with both operands rounded to BF16 first (the oracle of BF16 mode) */
+void gemm_bf16_ref(int transA, int transB, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
+                   const float *B, size_t ldb, float beta, float *C, size_t ldc);
 
 /* ---- 2-D convolution ---- */
 /* Any kernel size, any stride, asymmetric zero padding (top, bottom, left, right), optional bias.
@@ -80,7 +92,7 @@ void conv2d_backward_ref(float *din, float *dweight, float *dbias, const float *
 /* Winograd F(2x2, 3x3) for 3x3, stride-1, padding-1 convolutions (at least 8 channels in and out, 4x4
  * images): 2.25x fewer multiplies, the same result to FP32 rounding. conv2d_winograd_shape: it can run;
  * conv2d_winograd_applies: conv2d_forward uses it (images of at least 14x14, whatever the batch, so that
- * an image gets the same bits in any batch);
+ * an image gets the same bits in any batch), except in BF16 mode (direct GEMMs are more accurate there);
  * conv2d_forward_winograd runs it directly (for tests). */
 int conv2d_winograd_shape(const conv2d_dims *d);
 int conv2d_winograd_applies(const conv2d_dims *d);

@@ -36,6 +36,7 @@ int conv2d_winograd_shape(const conv2d_dims *d) {
  * images on (batch 16: 42.9 images/s against 37.8 with only 28x28 by Winograd). It costs batch 1 some speed
  * (22.3 against 28 by the direct path, which a batch-dependent choice got, at the price of that invariance). */
 int conv2d_winograd_applies(const conv2d_dims *d) {
+    if (gemm_bf16_on()) return 0; /* BF16 products: direct GEMMs, whose error is smaller (measured) */
     return conv2d_winograd_shape(d) && ((d->H + 1) / 2) * ((d->W + 1) / 2) >= WG_MIN_TILES;
 }
 
@@ -184,6 +185,7 @@ void conv2d_forward_winograd(float *out, const float *in, const float *weight, c
     size_t ap = gemm_packed_a_size(Co, Ci);
     float *Up = df_scratch(WG_SLOT_U, 16 * ap);
     transform_weights(Up, ap, weight, Co, Ci);
+    for (int xi = 0; xi < 16; xi++) gemm_pack_a_bf16(Up + (size_t)xi * ap, Co, Ci);
 #pragma omp parallel
     {
         size_t N = per * tw;
