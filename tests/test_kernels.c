@@ -170,6 +170,43 @@ static void conv_fd(const conv_cfg *c) {
     df_free(din), df_free(dw), df_free(db), df_free(din_r), df_free(dw_r), df_free(db_r);
 }
 
+/* The implicit-GEMM packers (AVX-512 and portable) give exactly im2col's column matrix packed by gemm's plain
+ * packer, as B and as B^T, for every convolution shape above, at slice offsets and ragged widths. */
+TEST(conv2d_implicit_packers_equal_im2col) {
+    int bad = 0, checked = 0;
+    for (int portable = 0; portable <= 1; portable++) {
+        conv2d_force_portable_packers(portable);
+        for (size_t t = 0; t < N_CONV_CFGS + 2; t++) { /* and two with rows of at least 16 outputs */
+            static const conv2d_dims wide[2] = {{1, 3, 28, 28, 4, 3, 3, 1, 1, 1, 1, 1},
+                                                {1, 2, 20, 19, 3, 5, 5, 1, 2, 2, 2, 2}};
+            conv2d_dims d = t < N_CONV_CFGS ? conv_dims(&conv_cfgs[t]) : wide[t - N_CONV_CFGS];
+            const char *what = t < N_CONV_CFGS ? conv_cfgs[t].what : "wide rows";
+            size_t Ho = conv2d_out_h(&d), Wo = conv2d_out_w(&d), P = Ho * Wo, K = d.C_in * d.KH * d.KW;
+            float *in = rnd(d.C_in * d.H * d.W, 81, -1, 1), *col = zeros(K * P);
+            conv2d_im2col(col, in, &d, Ho, Wo);
+            for (int tr = 0; tr <= 1; tr++) {
+                size_t depth = tr ? P : K, width = tr ? K : P;
+                /* a slice from depth/3 and columns from width/4 (not a multiple of 16), to the end */
+                size_t p0 = depth / 3, kc = depth - p0, j0 = width / 4, nc = width - j0, panels = (nc + 15) / 16;
+                float *got = zeros(panels * 16 * kc), *want = zeros(panels * 16 * kc);
+                for (size_t i = 0; i < panels * 16 * kc; i++) got[i] = NAN;
+                conv2d_pack_col(got, tr, in, &d, p0, kc, j0, nc);
+                gemm_plain_b_ctx pb = {tr, col, P};
+                gemm_plain_b(want, p0, kc, j0, nc, &pb);
+                checked++;
+                if (memcmp(got, want, panels * 16 * kc * sizeof(float)) && bad++ < 5)
+                    EXPECT(0, "%s packer%s differs from im2col for %s", portable ? "portable" : "vector",
+                           tr ? " (transposed)" : "", what);
+                df_free(got), df_free(want);
+            }
+            df_free(in), df_free(col);
+        }
+    }
+    conv2d_force_portable_packers(0);
+    printf("    %d packings equal bit for bit\n", checked - bad);
+    EXPECT(bad == 0, "%d of %d packings differ", bad, checked);
+}
+
 TEST(conv2d_backward_finite_differences) {
     for (size_t t = 0; t < N_CONV_CFGS; t++)
         if (conv_cfgs[t].C_in * conv_cfgs[t].H * conv_cfgs[t].W <= 256) conv_fd(&conv_cfgs[t]);

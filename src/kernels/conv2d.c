@@ -186,6 +186,140 @@ void conv2d_col2im_add(float *din, const float *col, const conv2d_dims *d, size_
             }
 }
 
+/* ---- implicit GEMM: the column matrix packed straight into GEMM panels ----
+ * Instead of writing im2col's (K, P) matrix and packing it, these packers (gemm_pack_b_fn) fill each panel of
+ * 16 columns from the image: pack_col gives B = col (depth K taps, columns P pixels), for the forward;
+ * pack_colT gives B = col^T (depth P, columns K), for the weight gradient. Each panel value is a tap of the
+ * image or 0 in the padding, exactly im2col's; the AVX-512 versions gather 16 at a time under a mask. */
+typedef struct {
+    const float *in; /* one image (C_in, H, W) */
+    const conv2d_dims *d;
+    size_t Ho, Wo;
+} col_ctx;
+
+/* the image value tap k = (c, i, j) reads for output pixel p, or 0 in the padding */
+static inline float col_value(const col_ctx *cc, size_t k, size_t p) {
+    const conv2d_dims *d = cc->d;
+    size_t c = k / (d->KH * d->KW), i = k / d->KW % d->KH, j = k % d->KW, y = p / cc->Wo, x = p % cc->Wo;
+    ptrdiff_t iy = (ptrdiff_t)(y * d->stride + i) - (ptrdiff_t)d->pad_t;
+    ptrdiff_t ix = (ptrdiff_t)(x * d->stride + j) - (ptrdiff_t)d->pad_l;
+    if (iy < 0 || ix < 0 || iy >= (ptrdiff_t)d->H || ix >= (ptrdiff_t)d->W) return 0;
+    return cc->in[(c * d->H + (size_t)iy) * d->W + (size_t)ix];
+}
+
+/* Portable packers, element by element. */
+static void pack_col_c(float *dst, size_t p0, size_t kc, size_t j0, size_t nc, const void *ctx) {
+    for (size_t c = 0; c < nc; c += 16)
+        for (size_t k = 0; k < kc; k++)
+            for (size_t l = 0; l < 16; l++)
+                dst[c * kc + k * 16 + l] = c + l < nc ? col_value(ctx, p0 + k, j0 + c + l) : 0;
+}
+
+static void pack_colT_c(float *dst, size_t p0, size_t kc, size_t j0, size_t nc, const void *ctx) {
+    for (size_t c = 0; c < nc; c += 16)
+        for (size_t k = 0; k < kc; k++)
+            for (size_t l = 0; l < 16; l++)
+                dst[c * kc + k * 16 + l] = c + l < nc ? col_value(ctx, j0 + c + l, p0 + k) : 0;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+/* pack_col: lanes are 16 pixels (their y * stride, x * stride fixed per panel); each depth row is one tap. */
+__attribute__((target("avx512f"))) static void pack_col_avx512(float *dst, size_t p0, size_t kc, size_t j0,
+                                                               size_t nc, const void *ctx) {
+    const col_ctx *cc = ctx;
+    const conv2d_dims *d = cc->d;
+    const int H = (int)d->H, W = (int)d->W, KH = (int)d->KH, KW = (int)d->KW, s = (int)d->stride;
+    for (size_t c = 0; c < nc; c += 16) {
+        int ys[16], xs[16];
+        for (int l = 0; l < 16; l++) {
+            size_t p = j0 + c + (size_t)l;
+            ys[l] = (int)(p / cc->Wo) * s, xs[l] = (int)(p % cc->Wo) * s;
+        }
+        __m512i vy = _mm512_loadu_si512(ys), vx = _mm512_loadu_si512(xs);
+        __m512i base = _mm512_add_epi32(_mm512_mullo_epi32(vy, _mm512_set1_epi32(W)), vx);
+        __mmask16 lanes = (__mmask16)(nc - c >= 16 ? 0xffffu : (1u << (nc - c)) - 1);
+        /* stride 1 and at most two output rows in the panel: two masked loads (rows y0 and y0 + 1) */
+        int y0 = ys[0], split = 16;
+        for (int l = 1; l < 16; l++)
+            if (ys[l] != y0 && split == 16) split = l;
+        int rows2 = s == 1 && (split == 16 || ys[15] == y0 + 1);
+        __mmask16 first = (__mmask16)(split == 16 ? 0xffffu : (1u << split) - 1);
+        int ch = (int)(p0 / (size_t)(KH * KW)), i = (int)(p0 / (size_t)KW % (size_t)KH), j = (int)(p0 % (size_t)KW);
+        float *out = dst + c * kc;
+        for (size_t k = 0; k < kc; k++) {
+            int di = i - (int)d->pad_t, dj = j - (int)d->pad_l;
+            __m512i iy = _mm512_add_epi32(vy, _mm512_set1_epi32(di)), ix = _mm512_add_epi32(vx, _mm512_set1_epi32(dj));
+            __mmask16 m = lanes & _mm512_cmplt_epu32_mask(iy, _mm512_set1_epi32(H)) &
+                          _mm512_cmplt_epu32_mask(ix, _mm512_set1_epi32(W));
+            const float *plane = cc->in + (size_t)ch * d->H * d->W;
+            __m512 v;
+            if (rows2) { /* lane l reads plane[(y0 + di) W + xs[0] + l + dj], or in the next row from x = 0 */
+                const float *r0 = plane + (ptrdiff_t)(y0 + di) * W + xs[0] + dj;
+                const float *r1 = plane + (ptrdiff_t)(y0 + 1 + di) * W + dj - split;
+                v = _mm512_maskz_loadu_ps(m & first, r0);
+                v = _mm512_mask_loadu_ps(v, m & (__mmask16)~first, r1);
+            } else {
+                __m512i idx = _mm512_add_epi32(base, _mm512_set1_epi32(di * W + dj));
+                v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, plane, 4);
+            }
+            _mm512_storeu_ps(out + k * 16, v);
+            if (++j == KW) j = 0, ++i == KH ? (i = 0, ch++) : 0;
+        }
+    }
+}
+
+/* pack_colT: lanes are 16 taps (channel offset and kernel position fixed per panel); each depth row is one
+ * pixel. */
+__attribute__((target("avx512f"))) static void pack_colT_avx512(float *dst, size_t p0, size_t kc, size_t j0,
+                                                                size_t nc, const void *ctx) {
+    const col_ctx *cc = ctx;
+    const conv2d_dims *d = cc->d;
+    const int H = (int)d->H, W = (int)d->W, KH = (int)d->KH, KW = (int)d->KW, s = (int)d->stride;
+    const int Wo = (int)cc->Wo;
+    for (size_t c = 0; c < nc; c += 16) {
+        int di[16], dj[16], off[16];
+        for (int l = 0; l < 16; l++) {
+            size_t k = j0 + c + (size_t)l;
+            int ch = (int)(k / (size_t)(KH * KW)), i = (int)(k / (size_t)KW % (size_t)KH), j = (int)(k % (size_t)KW);
+            di[l] = i - (int)d->pad_t, dj[l] = j - (int)d->pad_l;
+            off[l] = c + (size_t)l < nc ? ch * H * W + di[l] * W + dj[l] : 0;
+        }
+        __m512i vdi = _mm512_loadu_si512(di), vdj = _mm512_loadu_si512(dj), voff = _mm512_loadu_si512(off);
+        __mmask16 lanes = (__mmask16)(nc - c >= 16 ? 0xffffu : (1u << (nc - c)) - 1);
+        int y = (int)(p0 / (size_t)Wo), x = (int)(p0 % (size_t)Wo);
+        float *out = dst + c * kc;
+        for (size_t k = 0; k < kc; k++) {
+            __m512i iy = _mm512_add_epi32(vdi, _mm512_set1_epi32(y * s));
+            __m512i ix = _mm512_add_epi32(vdj, _mm512_set1_epi32(x * s));
+            __mmask16 m = lanes & _mm512_cmplt_epu32_mask(iy, _mm512_set1_epi32(H)) &
+                          _mm512_cmplt_epu32_mask(ix, _mm512_set1_epi32(W));
+            __m512i idx = _mm512_add_epi32(voff, _mm512_set1_epi32(y * s * W + x * s));
+            _mm512_storeu_ps(out + k * 16, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, cc->in, 4));
+            if (++x == Wo) x = 0, y++;
+        }
+    }
+}
+#endif
+
+/* The packers for this CPU (and a switch for tests: force the portable ones). */
+static int col_portable = 0;
+void conv2d_force_portable_packers(int on) { col_portable = on; }
+
+static gemm_pack_b_fn col_packer(int transposed) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (!col_portable && __builtin_cpu_supports("avx512f")) return transposed ? pack_colT_avx512 : pack_col_avx512;
+#endif
+    return transposed ? pack_colT_c : pack_col_c;
+}
+
+void conv2d_pack_col(float *dst, int transposed, const float *in, const conv2d_dims *d, size_t p0, size_t kc,
+                     size_t j0, size_t nc) {
+    col_ctx cc = {in, d, conv2d_out_h(d), conv2d_out_w(d)};
+    col_packer(transposed)(dst, p0, kc, j0, nc, &cc);
+}
+
 /* A 1x1, stride-1, unpadded convolution: the image is its own column matrix. */
 static int conv_is_pointwise(const conv2d_dims *d) {
     return d->KH == 1 && d->KW == 1 && d->stride == 1 && !d->pad_t && !d->pad_b && !d->pad_l && !d->pad_r;
@@ -199,20 +333,19 @@ static void conv_forward_image(float *out, const float *in, const float *wpacked
                                const conv2d_dims *d, size_t Ho, size_t Wo) {
     /* out (C_out, Ho*Wo) <- in (C_in, H, W) */
     size_t K = d->C_in * d->KH * d->KW, P = Ho * Wo;
-    const float *col = in;
-    if (!conv_is_pointwise(d)) {
-        float *buf = df_scratch(CONV_SLOT_COL, K * P);
-        conv2d_im2col(buf, in, d, Ho, Wo);
-        col = buf;
-    }
     float beta = 0;
     if (bias) {
         for (size_t o = 0; o < d->C_out; o++)
             for (size_t p = 0; p < P; p++) out[o * P + p] = bias[o];
         beta = 1;
     }
-    gemm_plain_b_ctx b = {0, col, P};
-    gemm_prepacked(d->C_out, P, K, 1.0f, wpacked, gemm_plain_b, &b, beta, out, P);
+    if (conv_is_pointwise(d)) {
+        gemm_plain_b_ctx b = {0, in, P};
+        gemm_prepacked(d->C_out, P, K, 1.0f, wpacked, gemm_plain_b, &b, beta, out, P);
+    } else {
+        col_ctx cc = {in, d, Ho, Wo};
+        gemm_prepacked(d->C_out, P, K, 1.0f, wpacked, col_packer(0), &cc, beta, out, P);
+    }
 }
 
 /* conv2d_forward: same result as conv2d_forward_ref. The weights are packed once; with at least as many
@@ -265,17 +398,19 @@ void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout
             dbias[o] += (float)acc;
         }
     }
-    /* 3x3 stride 1 padding 1 with enough tiles: din += conv3x3(dout, the weights rotated by 180 degrees with
-     * input and output channels swapped), by Winograd (the forward's error, ~1e-7 relative) */
-    conv2d_dims t = *d;
-    t.C_in = d->C_out, t.C_out = d->C_in;
-    if (din && conv2d_winograd_applies(d) && conv2d_winograd_applies(&t)) {
-        size_t Ci = d->C_in, Co = d->C_out, n = d->B * in_sz;
-        float *wr = df_scratch(CONV_SLOT_WROT, Ci * Co * 9), *g = df_scratch(CONV_SLOT_DINW, n);
+    /* stride 1 (not 1x1): din += conv(dout, the weights rotated by 180 degrees with input and output channels
+     * swapped, padding KH-1-pad), the forward convolution of that shape: Winograd or implicit GEMM, no col2im */
+    conv2d_dims t = {.B = d->B, .C_in = d->C_out, .H = Ho, .W = Wo, .C_out = d->C_in, .KH = d->KH, .KW = d->KW,
+                     .stride = 1, .pad_t = d->KH - 1 - d->pad_t, .pad_b = d->KH - 1 - d->pad_b,
+                     .pad_l = d->KW - 1 - d->pad_l, .pad_r = d->KW - 1 - d->pad_r};
+    if (din && !pointwise && d->stride == 1 && d->pad_t < d->KH && d->pad_b < d->KH && d->pad_l < d->KW &&
+        d->pad_r < d->KW) {
+        size_t Ci = d->C_in, Co = d->C_out, n = d->B * in_sz, taps = d->KH * d->KW;
+        float *wr = df_scratch(CONV_SLOT_WROT, Ci * Co * taps), *g = df_scratch(CONV_SLOT_DINW, n);
         for (size_t o = 0; o < Co; o++)
             for (size_t i = 0; i < Ci; i++)
-                for (size_t k = 0; k < 9; k++) wr[(i * Co + o) * 9 + 8 - k] = weight[(o * Ci + i) * 9 + k];
-        conv2d_forward_winograd(g, dout, wr, NULL, &t);
+                for (size_t k = 0; k < taps; k++) wr[(i * Co + o) * taps + taps - 1 - k] = weight[(o * Ci + i) * taps + k];
+        conv2d_forward(g, dout, wr, NULL, &t);
 #pragma omp parallel for simd schedule(static) if (n > (1 << 16))
         for (size_t k = 0; k < n; k++) din[k] += g[k];
         din = NULL; /* done; the loop below makes dweight */
@@ -290,13 +425,12 @@ void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout
         const float *g = dout + b * out_sz, *x = in + b * in_sz;
         gemm_plain_b_ctx gb = {0, g, P};
         if (dweight) { /* dweight (C_out, K) += dout_b (C_out, P) col^T (P, K) */
-            const float *col = x;
-            if (!pointwise) {
-                float *buf = df_scratch(CONV_SLOT_COL, K * P);
-                conv2d_im2col(buf, x, d, Ho, Wo);
-                col = buf;
+            if (pointwise) {
+                gemm(0, 1, d->C_out, K, P, 1.0f, g, P, x, P, 1.0f, dweight, K);
+            } else {
+                col_ctx cc = {x, d, Ho, Wo};
+                gemm_packed_b(0, d->C_out, K, P, 1.0f, g, P, col_packer(1), &cc, 1.0f, dweight, K);
             }
-            gemm(0, 1, d->C_out, K, P, 1.0f, g, P, col, P, 1.0f, dweight, K);
         }
         if (din) { /* dcol (K, P) = weight^T (K, C_out) dout_b (C_out, P), then din_b += col2im(dcol) */
             if (pointwise) {

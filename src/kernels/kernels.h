@@ -80,6 +80,12 @@ size_t conv2d_out_w(const conv2d_dims *d);
  * and the transposed convolution, whose forward is a col2im and whose backward an im2col. */
 void conv2d_im2col(float *col, const float *in, const conv2d_dims *d, size_t Ho, size_t Wo);
 void conv2d_col2im_add(float *din, const float *col, const conv2d_dims *d, size_t Ho, size_t Wo);
+/* Implicit GEMM: columns [j0, j0 + nc) and depth [p0, p0 + kc) of one image's column matrix (transposed: of its
+ * transpose) packed straight into GEMM panels (gemm_pack_b_fn's layout), as the convolutions do; for tests. The
+ * AVX-512 packers are used where the CPU has them, unless conv2d_force_portable_packers(1). */
+void conv2d_pack_col(float *dst, int transposed, const float *in, const conv2d_dims *d, size_t p0, size_t kc,
+                     size_t j0, size_t nc);
+void conv2d_force_portable_packers(int on);
 /* out (B, C_out, H_out, W_out); in (B, C_in, H, W); weight (C_out, C_in, KH, KW); bias (C_out) or NULL. */
 void conv2d_forward(float *out, const float *in, const float *weight, const float *bias, const conv2d_dims *d);
 void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout, const float *in,
