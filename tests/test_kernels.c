@@ -774,6 +774,23 @@ TEST(dropout_mask_and_backward) {
     EXPECT(memcmp(again, out, n * sizeof(float)) == 0, "dropout is not reproducible (or fails in place)");
     EXPECT(memcmp(other, out, n * sizeof(float)) != 0, "dropout: streams 7 and 8 gave the same mask");
 
+    /* the mask drawn once into bits gives the same values forward (in place too) and backward, at a length
+     * that leaves a partial last word */
+    size_t n2 = n - 13;
+    uint32_t *keep = (uint32_t *)zeros((n2 + 31) / 32);
+    float *o2 = zeros(n2), *d2 = zeros(n2), *w2 = zeros(n2);
+    dropout_mask(keep, n2, p, 42, 7);
+    dropout_apply(o2, in, keep, n2, p);
+    EXPECT(memcmp(o2, out, n2 * sizeof(float)) == 0, "dropout_apply differs from dropout_forward");
+    memcpy(o2, in, n2 * sizeof(float));
+    dropout_apply(o2, o2, keep, n2, p);
+    EXPECT(memcmp(o2, out, n2 * sizeof(float)) == 0, "dropout_apply in place differs from dropout_forward");
+    dropout_backward_mask(d2, ones, keep, n2, p);
+    dropout_backward(w2, ones, n2, p, 42, 7);
+    EXPECT(memcmp(d2, w2, n2 * sizeof(float)) == 0, "dropout_backward_mask differs from dropout_backward");
+    EXPECT(keep[(n2 - 1) / 32] >> (n2 % 32) == 0, "bits past the end are set");
+    df_free(keep), df_free(o2), df_free(d2), df_free(w2);
+
     /* p == 0: identity forward, plain accumulation backward */
     float *g = rnd(n, 112, -1, 1), *acc = rnd(n, 113, -1, 1), *acc_want = copy(acc, n);
     dropout_forward(out, in, n, 0, 42, 7);

@@ -1,5 +1,6 @@
 /* dropout.c: inverted dropout whose mask is a pure function of (seed, stream, element index), drawn from
- * the counter-based generator, so backward regenerates it instead of storing it. */
+ * the counter-based generator: backward can regenerate it (dropout_forward / dropout_backward) or read it
+ * from a bit mask drawn once (dropout_mask, then dropout_apply / dropout_backward_mask: the same values). */
 #include "kernels.h"
 
 #include "base/base.h"
@@ -43,4 +44,41 @@ void dropout_backward(float *din, const float *dout, size_t n, float p, uint64_t
         for (size_t i = 0; i < m; i++)
             if (u[i] >= p) din[c0 + i] += dout[c0 + i] * keep_scale;
     }
+}
+
+/* dropout_mask: bit i % 32 of keep[i / 32] = element i is kept (uniform(seed, stream, i) >= p); the last
+ * word's unused bits are 0. */
+void dropout_mask(uint32_t *keep, size_t n, float p, uint64_t seed, uint64_t stream) {
+    /* keep (ceil(n / 32)) <- mask (n) */
+    DF_CHECK(p >= 0 && p <= 1, "dropout: probability %g outside [0, 1]", (double)p);
+#pragma omp parallel for schedule(static) if (n > 4 * DROP_CHUNK)
+    for (size_t c0 = 0; c0 < n; c0 += DROP_CHUNK) {
+        float u[DROP_CHUNK];
+        size_t m = n - c0 < DROP_CHUNK ? n - c0 : DROP_CHUNK;
+        df_rng_uniform(u, m, seed, stream, c0);
+        for (size_t w = 0; w < (m + 31) / 32; w++) {
+            uint32_t bits = 0;
+            for (size_t b = 0; b < 32 && 32 * w + b < m; b++) bits |= (uint32_t)(u[32 * w + b] >= p) << b;
+            keep[c0 / 32 + w] = bits;
+        }
+    }
+}
+
+static inline int kept(const uint32_t *keep, size_t i) { return (int)(keep[i / 32] >> (i % 32) & 1u); }
+
+/* dropout_apply: out[i] = kept ? in[i] / (1 - p) : 0 (dropout_forward's values); out may alias in. */
+void dropout_apply(float *out, const float *in, const uint32_t *keep, size_t n, float p) {
+    /* out (n) = mask (n) * in (n) / (1 - p) */
+    float keep_scale = p < 1 ? 1.0f / (1.0f - p) : 0.0f;
+#pragma omp parallel for simd schedule(static) if (n > 4 * DROP_CHUNK)
+    for (size_t i = 0; i < n; i++) out[i] = kept(keep, i) ? in[i] * keep_scale : 0.0f;
+}
+
+/* dropout_backward_mask: din[i] += dout[i] / (1 - p) where kept (dropout_backward's values). */
+void dropout_backward_mask(float *din, const float *dout, const uint32_t *keep, size_t n, float p) {
+    /* din (n) += mask (n) * dout (n) / (1 - p) */
+    float keep_scale = p < 1 ? 1.0f / (1.0f - p) : 0.0f;
+#pragma omp parallel for simd schedule(static) if (n > 4 * DROP_CHUNK)
+    for (size_t i = 0; i < n; i++)
+        if (kept(keep, i)) din[i] += dout[i] * keep_scale;
 }

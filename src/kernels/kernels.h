@@ -192,6 +192,11 @@ void sinusoidal_embedding(float *out, const float *t, size_t N, size_t dim);
  * scaled by 1 / (1 - p). Backward regenerates the same mask from (seed, stream): nothing is stored. */
 void dropout_forward(float *out, const float *in, size_t n, float p, uint64_t seed, uint64_t stream);
 void dropout_backward(float *din, const float *dout, size_t n, float p, uint64_t seed, uint64_t stream);
+/* The same mask drawn once into bits (keep: ceil(n / 32) words, bit i % 32 of word i / 32 = element i kept),
+ * then applied and differentiated from them: the values of dropout_forward / dropout_backward. */
+void dropout_mask(uint32_t *keep, size_t n, float p, uint64_t seed, uint64_t stream);
+void dropout_apply(float *out, const float *in, const uint32_t *keep, size_t n, float p);
+void dropout_backward_mask(float *din, const float *dout, const uint32_t *keep, size_t n, float p);
 
 /* ---- losses ---- */
 /* Mean over n elements: mse = mean((pred - target)^2), l1 = mean(|pred - target|). Computed in double.

@@ -142,8 +142,13 @@ int g_scale(df_graph *g, int x, float s) {
 int g_dropout(df_graph *g, int x, float p) {
     DF_CHECK(p >= 0 && p < 1, "dropout probability %g", p);
     int out = unary(g, OP_DROPOUT, x), seq = 0;
+    df_op *op = &g->ops[g->nops - 1];
     for (int i = 0; i < g->nops - 1; i++) seq += g->ops[i].kind == OP_DROPOUT;
-    g->ops[g->nops - 1].s = p, g->ops[g->nops - 1].seq = seq;
+    op->s = p, op->seq = seq;
+    if (g->train) { /* the kept elements' bits (made after the op is finished: its producer is set here) */
+        op->aux = new_tensor(g, 1, (g->t[x].numel + 31) / 32, 1, 1, 1);
+        g->t[op->aux].producer = g->nops - 1;
+    }
     return out;
 }
 

@@ -73,9 +73,11 @@ void df_graph_forward(df_graph *g) {
             break;
         case OP_TIMESTEP_EMBED: timestep_embedding(y->data, a->data, a->n, y->c, op->flip, op->s, 10000.0f); break;
         case OP_DROPOUT:
-            if (g->train)
-                dropout_forward(y->data, a->data, a->numel, op->s, g->dropout_seed, dropout_stream(g, i));
-            else
+            if (g->train) {
+                uint32_t *keep = (uint32_t *)g->t[op->aux].data;
+                dropout_mask(keep, a->numel, op->s, g->dropout_seed, dropout_stream(g, i));
+                dropout_apply(y->data, a->data, keep, a->numel, op->s);
+            } else
                 memcpy(y->data, a->data, a->numel * sizeof(float));
             break;
         case OP_BATCHNORM:
@@ -115,7 +117,10 @@ static void rematerialize(df_graph *g, int id) {
     float *out = g->t[id].rdata;
     groupnorm_silu_apply(out, a->data, mean, rstd, pdata(g, op->w), pdata(g, op->b), a->n, a->c, a->h * a->w,
                          op->groups);
-    while (nd--) dropout_forward(out, out, a->numel, g->ops[drops[nd]].s, g->dropout_seed, dropout_stream(g, drops[nd]));
+    while (nd--) {
+        const df_op *dop = &g->ops[drops[nd]];
+        dropout_apply(out, out, (const uint32_t *)g->t[dop->aux].data, a->numel, dop->s);
+    }
 }
 
 /* The values backward reads: the recomputed copy where there is one. */
@@ -172,7 +177,7 @@ void df_graph_backward(df_graph *g, const float *dout) {
         } break;
         case OP_TIMESTEP_EMBED: break; /* timesteps are not differentiated */
         case OP_DROPOUT:
-            dropout_backward(a->grad, dy, a->numel, op->s, g->dropout_seed, dropout_stream(g, i));
+            dropout_backward_mask(a->grad, dy, (const uint32_t *)g->t[op->aux].data, a->numel, op->s);
             break;
         case OP_BATCHNORM: {
             const float *mean = g->t[op->aux].data, *rstd = mean + a->c;
