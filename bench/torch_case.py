@@ -2,9 +2,10 @@
 """One PyTorch benchmark case for bench/vs_torch.py: the same U-Net as diffuse (tests/ref/unet_twin.py, built
 from the config diffuse prints), timed in this process.
 
-  /usr/bin/python3 bench/torch_case.py CONFIG.json forward|train BATCH THREADS REPS
+  /usr/bin/python3 bench/torch_case.py CONFIG.json forward|train BATCH THREADS REPS [fp32|bf16]
 prints "images/s BEST MEDIAN". A training step is what diffuse's is: x_t from x_0 and noise, forward, MSE
-against the noise, backward, gradient clipping, Adam (AdamW), FP32."""
+against the noise, backward, gradient clipping, Adam (AdamW); FP32, or with bf16 under torch.autocast (CPU,
+bfloat16: oneDNN's BF16 convolutions and matmuls, FP32 weights), PyTorch's counterpart of --precision bf16."""
 import os
 import sys
 import time
@@ -18,6 +19,7 @@ from unet_twin import build  # noqa: E402
 
 def main():
     cfg, mode, batch, threads, reps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+    bf16 = len(sys.argv) > 6 and sys.argv[6] == "bf16"
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = build(cfg)
@@ -28,7 +30,7 @@ def main():
         model.eval()
 
         def step():
-            with torch.no_grad():
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 model(x, t)
     else:
         model.train()
@@ -40,7 +42,9 @@ def main():
             a = abar[t.long()].reshape(-1, 1, 1, 1)
             xt = a.sqrt() * x + (1 - a).sqrt() * noise
             opt.zero_grad(set_to_none=True)
-            loss = F.mse_loss(model(xt, t), noise)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = model(xt, t)
+            loss = F.mse_loss(out.float(), noise)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()

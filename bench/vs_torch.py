@@ -2,7 +2,9 @@
 """diffuse against PyTorch on this machine, side by side in one run: the same U-Net (diffuse's preset, built in
 torch by tests/ref/unet_twin.py from the config diffuse prints), the same batch and thread count, medians of
 REPS repetitions after a warm-up, each case in fresh processes (diffuse, then torch). Peak RSS of each process
-is read from the kernel (wait4). Prints the table of ratios.
+is read from the kernel (wait4). Prints the table of ratios: diffuse in FP32 against torch in FP32, then
+diffuse --precision bf16 against torch FP32 (the ratio the targets name) and against torch under bf16
+autocast.
 
   /usr/bin/python3 bench/vs_torch.py [--threads 2] [--reps 5] [--quick]
 
@@ -31,8 +33,9 @@ def run(cmd, env=None):
     return out, ru.ru_maxrss / 1024.0
 
 
-def diffuse_case(preset, mode, batch, threads, reps):
-    cmd = [DIFFUSE, "bench", "--preset", preset, "--batch", str(batch), "--threads", str(threads), "--reps", str(reps)]
+def diffuse_case(preset, mode, batch, threads, reps, precision="fp32"):
+    cmd = [DIFFUSE, "bench", "--preset", preset, "--batch", str(batch), "--threads", str(threads), "--reps", str(reps),
+           "--precision", precision]
     if mode == "train":
         cmd.append("--train")
     out, rss = run(cmd)
@@ -40,9 +43,9 @@ def diffuse_case(preset, mode, batch, threads, reps):
     return float(m.group(2)), rss
 
 
-def torch_case(config, mode, batch, threads, reps):
+def torch_case(config, mode, batch, threads, reps, precision="fp32"):
     out, rss = run(["/usr/bin/python3", os.path.join(HERE, "torch_case.py"), config, mode, str(batch), str(threads),
-                    str(reps)])
+                    str(reps), precision])
     m = re.search(r"images/s ([\d.]+) ([\d.]+)", out)
     return float(m.group(2)), rss
 
@@ -52,6 +55,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="only fmnist-m forward at batch 1 and 64")
+    ap.add_argument("--no-bf16", action="store_true", help="FP32 only")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="diffuse-bench-")
     configs = {}
@@ -68,11 +72,22 @@ def main():
     print(f"diffuse vs PyTorch {__import__('torch').__version__}, {a.threads} threads, median of {a.reps}, "
           f"diffuse GEMM micro-kernel: {isa.group(1) if isa else '?'}")
     print(f"{'case':34} {'diffuse img/s':>14} {'torch img/s':>12} {'ratio':>7} {'diffuse MB':>11} {'torch MB':>9}")
+    torch_fp32 = {}
     for preset, mode, batch in cases:
         d, drss = diffuse_case(preset, mode, batch, a.threads, a.reps)
         t, trss = torch_case(configs[preset], mode, batch, a.threads, a.reps)
+        torch_fp32[(preset, mode, batch)] = t
         name = f"{preset} {mode} batch {batch}"
         print(f"{name:34} {d:14.2f} {t:12.2f} {d / t:6.2f}x {drss:11.0f} {trss:9.0f}", flush=True)
+    if not a.no_bf16:
+        print(f"\n{'case, diffuse --precision bf16':34} {'diffuse img/s':>14} {'vs torch fp32':>14} "
+              f"{'torch bf16 img/s':>17} {'vs torch bf16':>14} {'diffuse MB':>11} {'torch MB':>9}")
+        for preset, mode, batch in cases:
+            d, drss = diffuse_case(preset, mode, batch, a.threads, a.reps, "bf16")
+            t, trss = torch_case(configs[preset], mode, batch, a.threads, a.reps, "bf16")
+            name = f"{preset} {mode} batch {batch}"
+            print(f"{name:34} {d:14.2f} {d / torch_fp32[(preset, mode, batch)]:13.2f}x {t:17.2f} {d / t:13.2f}x "
+                  f"{drss:11.0f} {trss:9.0f}", flush=True)
     if not a.quick and a.threads > 1:
         one, _ = diffuse_case("fmnist-m", "train", 64, 1, a.reps)
         many, _ = diffuse_case("fmnist-m", "train", 64, a.threads, a.reps)

@@ -131,9 +131,10 @@ int cmd_bench(int argc, char **argv) {
     double med, t = best_time(fn, &c, reps, &med);
     double flops = k.gflops_per_image * (train ? 3 : 1) * (double)c.B;
     double peak = gemm_peak();
-    printf("%s %s batch %d, %d threads, %s\n", model ? model : preset, train ? "training step" : "forward", batch,
-           df_threads(), strcmp(df_precision(), "bf16") ? gemm_isa() : "BF16 products");
-    if (!strcmp(df_precision(), "bf16")) printf("  (BF16 products by %s)\n", gemm_bf16_isa());
+    int bf16 = !strcmp(df_precision(), "bf16");
+    printf("%s %s batch %d, %d threads, %s micro-kernel, %s\n", model ? model : preset,
+           train ? "training step" : "forward", batch, df_threads(), bf16 ? gemm_bf16_isa() : gemm_isa(),
+           bf16 ? "BF16 products" : "FP32");
     printf("  %.2f images/s (median %.2f), %.1f GFLOP/s, %.0f%% of the measured GEMM peak (%.0f GFLOP/s)\n",
            (double)c.B / t, (double)c.B / med, flops / t, 100 * flops / t / peak, peak);
     struct rusage ru;
