@@ -240,12 +240,15 @@ __attribute__((target("avx512f"))) static void pack_col_avx512(float *dst, size_
         __m512i vy = _mm512_loadu_si512(ys), vx = _mm512_loadu_si512(xs);
         __m512i base = _mm512_add_epi32(_mm512_mullo_epi32(vy, _mm512_set1_epi32(W)), vx);
         __mmask16 lanes = (__mmask16)(nc - c >= 16 ? 0xffffu : (1u << (nc - c)) - 1);
-        /* stride 1 and at most two output rows in the panel: two masked loads (rows y0 and y0 + 1) */
-        int y0 = ys[0], split = 16;
-        for (int l = 1; l < 16; l++)
-            if (ys[l] != y0 && split == 16) split = l;
-        int rows2 = s == 1 && (split == 16 || ys[15] == y0 + 1);
-        __mmask16 first = (__mmask16)(split == 16 ? 0xffffu : (1u << split) - 1);
+        /* stride 1: the panel's pixels are runs along output rows; each run is one masked load (lanes l of
+         * run r read row ry[r] at x = l + sh[r]) */
+        int nrun = 0, ry[16], sh[16];
+        __mmask16 rm[16];
+        for (int l = 0; l < 16; l++) {
+            if (l == 0 || ys[l] != ys[l - 1]) ry[nrun] = ys[l], sh[nrun] = xs[l] - l, rm[nrun++] = 0;
+            rm[nrun - 1] |= (__mmask16)(1u << l);
+        }
+        int runs = s == 1;
         int ch = (int)(p0 / (size_t)(KH * KW)), i = (int)(p0 / (size_t)KW % (size_t)KH), j = (int)(p0 % (size_t)KW);
         float *out = dst + c * kc;
         for (size_t k = 0; k < kc; k++) {
@@ -255,11 +258,10 @@ __attribute__((target("avx512f"))) static void pack_col_avx512(float *dst, size_
                           _mm512_cmplt_epu32_mask(ix, _mm512_set1_epi32(W));
             const float *plane = cc->in + (size_t)ch * d->H * d->W;
             __m512 v;
-            if (rows2) { /* lane l reads plane[(y0 + di) W + xs[0] + l + dj], or in the next row from x = 0 */
-                const float *r0 = plane + (ptrdiff_t)(y0 + di) * W + xs[0] + dj;
-                const float *r1 = plane + (ptrdiff_t)(y0 + 1 + di) * W + dj - split;
-                v = _mm512_maskz_loadu_ps(m & first, r0);
-                v = _mm512_mask_loadu_ps(v, m & (__mmask16)~first, r1);
+            if (runs) {
+                v = _mm512_setzero_ps();
+                for (int r = 0; r < nrun; r++)
+                    v = _mm512_mask_loadu_ps(v, m & rm[r], plane + (ptrdiff_t)(ry[r] + di) * W + sh[r] + dj);
             } else {
                 __m512i idx = _mm512_add_epi32(base, _mm512_set1_epi32(di * W + dj));
                 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, plane, 4);

@@ -64,21 +64,37 @@ void dropout_mask(uint32_t *keep, size_t n, float p, uint64_t seed, uint64_t str
     }
 }
 
-static inline int kept(const uint32_t *keep, size_t i) { return (int)(keep[i / 32] >> (i % 32) & 1u); }
+/* One word's 32 elements (m <= 32 of them): out[b] = bit b ? in[b] * scale : 0, or din[b] += dout[b] * scale. */
+DF_CLONES static void apply_word(float *out, const float *in, uint32_t bits, size_t m, float scale) {
+#pragma omp simd
+    for (size_t b = 0; b < m; b++) out[b] = (bits >> b & 1u) ? in[b] * scale : 0.0f;
+}
+
+DF_CLONES static void backward_word(float *din, const float *dout, uint32_t bits, size_t m, float scale) {
+#pragma omp simd
+    for (size_t b = 0; b < m; b++) din[b] += (bits >> b & 1u) ? dout[b] * scale : 0.0f;
+}
 
 /* dropout_apply: out[i] = kept ? in[i] / (1 - p) : 0 (dropout_forward's values); out may alias in. */
 void dropout_apply(float *out, const float *in, const uint32_t *keep, size_t n, float p) {
     /* out (n) = mask (n) * in (n) / (1 - p) */
     float keep_scale = p < 1 ? 1.0f / (1.0f - p) : 0.0f;
-#pragma omp parallel for simd schedule(static) if (n > 4 * DROP_CHUNK)
-    for (size_t i = 0; i < n; i++) out[i] = kept(keep, i) ? in[i] * keep_scale : 0.0f;
+    ptrdiff_t words = (ptrdiff_t)((n + 31) / 32);
+#pragma omp parallel for schedule(static) if (n > 4 * DROP_CHUNK)
+    for (ptrdiff_t w = 0; w < words; w++) {
+        size_t i = (size_t)w * 32;
+        apply_word(out + i, in + i, keep[w], n - i < 32 ? n - i : 32, keep_scale);
+    }
 }
 
 /* dropout_backward_mask: din[i] += dout[i] / (1 - p) where kept (dropout_backward's values). */
 void dropout_backward_mask(float *din, const float *dout, const uint32_t *keep, size_t n, float p) {
     /* din (n) += mask (n) * dout (n) / (1 - p) */
     float keep_scale = p < 1 ? 1.0f / (1.0f - p) : 0.0f;
-#pragma omp parallel for simd schedule(static) if (n > 4 * DROP_CHUNK)
-    for (size_t i = 0; i < n; i++)
-        if (kept(keep, i)) din[i] += dout[i] * keep_scale;
+    ptrdiff_t words = (ptrdiff_t)((n + 31) / 32);
+#pragma omp parallel for schedule(static) if (n > 4 * DROP_CHUNK)
+    for (ptrdiff_t w = 0; w < words; w++) {
+        size_t i = (size_t)w * 32;
+        backward_word(din + i, dout + i, keep[w], n - i < 32 ? n - i : 32, keep_scale);
+    }
 }
