@@ -210,6 +210,25 @@ __attribute__((target("avx512f"))) static void kernel_avx512(size_t kc, const fl
     for (int i = 0; i < GEMM_MR; i++) _mm512_storeu_ps(acc + i * GEMM_NR, c[i]);
 }
 
+/* kernel_avx512 for a whole block with alpha 1, straight into C (row stride ldc): C = a^T b, or C += a^T b
+ * when accumulate (the same sums as the kernel, then write_block's, in the same order). */
+__attribute__((target("avx512f"))) static void kernel_avx512_c(size_t kc, const float *restrict a,
+                                                               const float *restrict b, float *restrict C,
+                                                               size_t ldc, int accumulate) {
+    __m512 c[GEMM_MR];
+#pragma GCC unroll 12
+    for (int i = 0; i < GEMM_MR; i++) c[i] = _mm512_setzero_ps();
+    for (size_t k = 0; k < kc; k++) {
+        __m512 bk = _mm512_loadu_ps(b + k * GEMM_NR);
+        const float *ak = a + k * GEMM_MR;
+#pragma GCC unroll 12
+        for (int i = 0; i < GEMM_MR; i++) c[i] = _mm512_fmadd_ps(_mm512_set1_ps(ak[i]), bk, c[i]);
+    }
+#pragma GCC unroll 12
+    for (int i = 0; i < GEMM_MR; i++)
+        _mm512_storeu_ps(C + i * ldc, accumulate ? _mm512_add_ps(_mm512_loadu_ps(C + i * ldc), c[i]) : c[i]);
+}
+
 /* 16 x 16 transpose: rows r_j = B[j * ldb + k0 ..] (j < 16) become d[k * 16 + j]. Unpacks of 32- then 64-bit
  * pairs within 128-bit lanes, then two rounds of 128-bit lane shuffles. */
 __attribute__((target("avx512f"))) static void transpose16_avx512(float *d, const float *B, size_t ldb,
@@ -616,6 +635,14 @@ static void block(size_t mc, size_t nc, size_t kc, const packed_a *A, size_t i0,
         for (size_t r = 0; r < mc; r += GEMM_MR) {
             size_t mr = mc - r < GEMM_MR ? mc - r : GEMM_MR;
             float acc[GEMM_MR * GEMM_NR] __attribute__((aligned(64)));
+#if defined(__x86_64__) && defined(__GNUC__)
+            if (!b16 && micro == kernel_avx512 && mr == GEMM_MR && nr == GEMM_NR && alpha == 1 &&
+                (b_eff == 0 || b_eff == 1)) {
+                kernel_avx512_c(kc, A->a + (i0 + r) * A->K + p0 * GEMM_MR, b + c * kc, C + r * ldc + c, ldc,
+                                b_eff == 1);
+                continue;
+            }
+#endif
             if (b16)
                 micro16(kp, A->a16 + (i0 + r) * A->K2 + p0 / 2 * GEMM_MR, b16 + c * kp, acc);
             else
