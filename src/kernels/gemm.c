@@ -461,10 +461,12 @@ static void amx_a_block_avx512(uint32_t *t, const float *ap, size_t M, size_t K,
  * up to 16, K to AMX_K, zeros in the padding. dst holds ceil(M / 16) * 16 * kpad uint32s, kpad =
  * ceil(K / AMX_K) * AMX_K / 2. */
 static void to_amx_a(uint32_t *restrict dst, const float *restrict ap, size_t M, size_t K) {
-    size_t kpad = (K + AMX_K - 1) / AMX_K * (AMX_K / 2), rb = (M + 15) / 16;
-    for (size_t q = 0; q < rb; q++)
+    size_t kpad = (K + AMX_K - 1) / AMX_K * (AMX_K / 2);
+    ptrdiff_t rb = (ptrdiff_t)((M + 15) / 16);
+#pragma omp parallel for schedule(static) if (rb > 1 && M * K > (1 << 16))
+    for (ptrdiff_t q = 0; q < rb; q++)
         for (size_t kb = 0; kb < kpad / 16; kb++)
-            amx_a_block_avx512(dst + q * 16 * kpad + kb * 256, ap, M, K, q * 16, kb * AMX_K);
+            amx_a_block_avx512(dst + (size_t)q * 16 * kpad + kb * 256, ap, M, K, (size_t)q * 16, kb * AMX_K);
 }
 
 typedef void (*kernel16_fn)(size_t, const uint32_t *, const uint32_t *, float *);
