@@ -13,6 +13,8 @@
 # cells first). CELLS_S="10 20" restricts a run to some S and CELLS_SAMPLER=ddim|ddpm to one sampler (two
 # runs on different cells can share the machine, e.g. each with --threads 1); CELLS_S=none only prints the
 # table of what is finished. DIFFUSE_BIN runs another binary (a copy, so that rebuilding cannot touch a run).
+# PIECES=K/M makes pieces K, K+M, K+2M... only, so M runs can share one long cell (each --threads 1); the run
+# that finds every piece done computes the cell's FID.
 # Extra flags for `diffuse sample` (e.g. --threads 1) go in DIFFUSE_SAMPLE_FLAGS. The markdown table is
 # printed at the end and written to OUT/table.md.
 set -euo pipefail
@@ -37,14 +39,21 @@ cell() { # sampler S eta(or sigma-hat or -)
     local dir=$out/cells/$sampler-$s-$eta
     mkdir -p "$dir"
     echo "== $sampler S=$s eta=$eta: $n samples in $dir"
+    local mine=${PIECES:-0/1} done=1
     for ((first = 0; first < n; first += piece)); do
         local k=$((n - first < piece ? n - first : piece))
         [ -f "$dir/$(printf %06d $((first + k - 1))).png" ] && continue
+        if (( first / piece % ${mine#*/} != ${mine%/*} )); then done=0; continue; fi
         local t0=$(date +%s.%N)
         "$bin" sample --model "$run" "${flags[@]}" --n "$k" --first "$first" --batch 100 --seed 0 \
             --out "$dir/" ${DIFFUSE_SAMPLE_FLAGS:-} > /dev/null
         echo "$first $(echo "$(date +%s.%N) - $t0" | bc)" >> "$dir/seconds"
     done
+    for ((first = 0; first < n; first += piece)); do # another run's pieces may still be missing
+        local k=$((n - first < piece ? n - first : piece))
+        [ -f "$dir/$(printf %06d $((first + k - 1))).png" ] || done=0
+    done
+    [ $done = 1 ] || { echo "   pieces of other runs still missing: no FID yet"; return 0; }
     local log fid secs
     log=$("$bin" fid "$dir" fashion-mnist 2>/dev/null)
     fid=$(sed -n 's/^FID \([0-9.e+-]*\).*/\1/p' <<< "$log")
