@@ -123,6 +123,16 @@ static void rematerialize(df_graph *g, int id) {
     }
 }
 
+/* memset over threads, for large tensors */
+static void zero(float *x, size_t n) {
+    ptrdiff_t chunks = (ptrdiff_t)((n + 16383) / 16384);
+#pragma omp parallel for schedule(static) if (n > (1 << 18))
+    for (ptrdiff_t c = 0; c < chunks; c++) {
+        size_t i = (size_t)c * 16384;
+        memset(x + i, 0, (n - i < 16384 ? n - i : 16384) * sizeof(float));
+    }
+}
+
 /* The values backward reads: the recomputed copy where there is one. */
 static const float *bdata(const df_tensor *t) { return t->recompute ? t->rdata : t->data; }
 
@@ -133,7 +143,7 @@ void df_graph_backward(df_graph *g, const float *dout) {
         const df_op *op = &g->ops[i];
         for (int k = 0; k < 3; k++) { /* a gradient this op is the first to accumulate into starts at zero */
             df_tensor *in = op->in[k] >= 0 ? &g->t[op->in[k]] : NULL;
-            if (in && in->has_grad && in->last_use == i) memset(in->grad, 0, in->numel * sizeof(float));
+            if (in && in->has_grad && in->last_use == i) zero(in->grad, in->numel);
         }
         for (int k = 0; k < 3; k++) /* inputs recomputed for the first backward that reads them */
             if (op->in[k] >= 0 && g->t[op->in[k]].recompute && g->t[op->in[k]].rfirst == i &&

@@ -40,9 +40,29 @@ void df_adam_step(df_adam *a, float *w, const float *g, double lr) {
     }
 }
 
+/* Sum of squares of one block, in double, eight running sums (vectorised; a fixed order). */
+DF_CLONES static double sumsq_block(const float *g, size_t n) {
+    double s[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+#pragma omp simd
+        for (int l = 0; l < 8; l++) s[l] += (double)g[i + l] * g[i + l];
+    for (; i < n; i++) s[0] += (double)g[i] * g[i];
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+}
+
+/* The norm from blocks of 2^16 values summed in order: the same bits at any thread count. */
 double df_grad_norm(const float *g, size_t n) {
-    double s = 0;
-    for (size_t i = 0; i < n; i++) s += (double)g[i] * g[i];
+    enum { BLOCK = 1 << 16 };
+    ptrdiff_t blocks = (ptrdiff_t)((n + BLOCK - 1) / BLOCK);
+    double *part = df_malloc((size_t)(blocks ? blocks : 1) * sizeof(double)), s = 0;
+#pragma omp parallel for schedule(static) if (blocks > 1)
+    for (ptrdiff_t b = 0; b < blocks; b++) {
+        size_t i = (size_t)b * BLOCK;
+        part[b] = sumsq_block(g + i, n - i < BLOCK ? n - i : BLOCK);
+    }
+    for (ptrdiff_t b = 0; b < blocks; b++) s += part[b];
+    df_free(part);
     return sqrt(s);
 }
 
@@ -50,6 +70,7 @@ double df_clip_grad_norm(float *g, size_t n, double max_norm) {
     double norm = df_grad_norm(g, n);
     if (max_norm > 0 && norm > max_norm && isfinite(norm)) {
         float coef = (float)(max_norm / (norm + 1e-6));
+#pragma omp parallel for simd schedule(static) if (n > (1 << 16))
         for (size_t i = 0; i < n; i++) g[i] *= coef;
     }
     return norm;
