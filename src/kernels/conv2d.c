@@ -16,7 +16,6 @@
 #include <string.h>
 #endif
 
-#define CONV_SLOT_COL 0
 #define CONV_SLOT_DCOL 1
 #define CONV_SLOT_WPACK 1   /* forward: the packed weights */
 #define CONV_SLOT_WTPACK 4  /* backward: the packed transposed weights (gemm itself uses slots 2 and 3) */

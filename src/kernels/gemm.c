@@ -6,8 +6,8 @@
  * multiplies one MR x NR block from contiguous panels with fixed loop bounds, which gcc vectorises at -O2.
  * Every element of C is summed by one thread in a fixed order, so results do not depend on thread count.
  *
- * Scratch: the packed panels live in df_scratch slots 2 (A) and 3 (B) of the calling thread, and in BF16 mode
- * their BF16 copies in slots 8 and 9. Callers that hold their own scratch across a gemm call (conv2d,
+ * Scratch: the packed panels live in df_scratch slots 2 (A, with its BF16 copy in BF16 mode) and 3 (B) of the
+ * calling thread, and B's BF16 pairs in slot 9. Callers that hold their own scratch across a gemm call (conv2d,
  * attention) use slots 0 and 1.
  *
  * BF16 mode (gemm_set_bf16): the packed panels are rounded to BF16 (nearest even) in pairs along k, and the
@@ -39,7 +39,6 @@ enum {
 
 #define GEMM_SLOT_A 2
 #define GEMM_SLOT_B 3
-#define GEMM_SLOT_A16 8
 #define GEMM_SLOT_B16 9
 
 /* ---- reference ---- */

@@ -7,9 +7,11 @@
  *   - Activations are NCHW (B, C, H, W); conv weights OIHW; linear weights (OUT, IN) as torch.nn.Linear.
  *   - Every kernel has a plain reference version (suffix _ref) kept for tests; the unsuffixed version is the
  *     one the model uses and may be faster, and must agree with the reference.
- *   - Sizes are size_t; no kernel allocates except through df_scratch(). Scratch slots: conv2d 0 (columns),
- *     1 (packed weights in forward, column gradients in backward), 4 (packed transposed weights); gemm 2 and 3;
- *     attention 0 (it calls gemm, never conv2d).
+ *   - Sizes are size_t; no kernel allocates except through df_scratch(). Scratch slots (per thread): gemm 2, 3
+ *     and 9; conv2d 1 (packed weights in forward, column gradients in backward), 4 (packed transposed
+ *     weights), 6 and 7 (the input gradient as a convolution: rotated weights, its result), and Winograd's
+ *     0, 1, 4, 5 inside; transposed convolution 0 and 1; attention 0; group norm + SiLU 0 and 1. A kernel
+ *     only calls others whose slots it does not hold.
  */
 #ifndef DF_KERNELS_H
 #define DF_KERNELS_H
