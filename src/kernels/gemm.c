@@ -209,11 +209,11 @@ __attribute__((target("avx512f"))) static void kernel_avx512(size_t kc, const fl
     for (int i = 0; i < GEMM_MR; i++) _mm512_storeu_ps(acc + i * GEMM_NR, c[i]);
 }
 
-/* kernel_avx512 for a whole block with alpha 1, straight into C (row stride ldc): C = a^T b, or C += a^T b
- * when accumulate (the same sums as the kernel, then write_block's, in the same order). */
+/* kernel_avx512 for a block with alpha 1, straight into C (row stride ldc; its first mr rows and nr columns):
+ * C = a^T b, or C += a^T b when accumulate (the same sums as the kernel, then write_block's, in the same order). */
 __attribute__((target("avx512f"))) static void kernel_avx512_c(size_t kc, const float *restrict a,
                                                                const float *restrict b, float *restrict C,
-                                                               size_t ldc, int accumulate) {
+                                                               size_t ldc, int accumulate, size_t mr, size_t nr) {
     __m512 c[GEMM_MR];
 #pragma GCC unroll 12
     for (int i = 0; i < GEMM_MR; i++) c[i] = _mm512_setzero_ps();
@@ -223,9 +223,14 @@ __attribute__((target("avx512f"))) static void kernel_avx512_c(size_t kc, const 
 #pragma GCC unroll 12
         for (int i = 0; i < GEMM_MR; i++) c[i] = _mm512_fmadd_ps(_mm512_set1_ps(ak[i]), bk, c[i]);
     }
+    __mmask16 cols = (__mmask16)(nr >= 16 ? 0xffffu : (1u << nr) - 1);
 #pragma GCC unroll 12
-    for (int i = 0; i < GEMM_MR; i++)
-        _mm512_storeu_ps(C + i * ldc, accumulate ? _mm512_add_ps(_mm512_loadu_ps(C + i * ldc), c[i]) : c[i]);
+    for (int i = 0; i < GEMM_MR; i++) {
+        if ((size_t)i >= mr) break;
+        float *row = C + i * ldc;
+        __m512 v = accumulate ? _mm512_add_ps(_mm512_maskz_loadu_ps(cols, row), c[i]) : c[i];
+        _mm512_mask_storeu_ps(row, cols, v);
+    }
 }
 
 /* 16 x 16 transpose: rows r_j = B[j * ldb + k0 ..] (j < 16) become d[k * 16 + j]. Unpacks of 32- then 64-bit
@@ -637,10 +642,9 @@ static void block(size_t mc, size_t nc, size_t kc, const packed_a *A, size_t i0,
             size_t mr = mc - r < GEMM_MR ? mc - r : GEMM_MR;
             float acc[GEMM_MR * GEMM_NR] __attribute__((aligned(64)));
 #if defined(__x86_64__) && defined(__GNUC__)
-            if (!b16 && micro == kernel_avx512 && mr == GEMM_MR && nr == GEMM_NR && alpha == 1 &&
-                (b_eff == 0 || b_eff == 1)) {
+            if (!b16 && micro == kernel_avx512 && alpha == 1 && (b_eff == 0 || b_eff == 1)) {
                 kernel_avx512_c(kc, A->a + (i0 + r) * A->K + p0 * GEMM_MR, b + c * kc, C + r * ldc + c, ldc,
-                                b_eff == 1);
+                                b_eff == 1, mr, nr);
                 continue;
             }
 #endif
