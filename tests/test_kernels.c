@@ -998,6 +998,21 @@ TEST(conv2d_winograd_matches_ref) {
         snprintf(name, sizeof name, "  din B%zu %zu->%zu %zux%zu (%s)", d.B, d.C_in, d.C_out, d.H, d.W,
                  conv2d_winograd_applies(&d) && conv2d_winograd_applies(&t) ? "Winograd" : "col2im");
         EXPECT_CLOSE(name, din, din_ref, ni, 1e-5);
+        /* the weight gradient by Winograd, accumulated onto what is there, against the reference (and the
+         * same bits at 1 thread: each position's GEMM sums the chunks in order) */
+        float *dw = df_malloc(nw * 4), *dw_ref = df_malloc(nw * 4), *dw1 = df_malloc(nw * 4);
+        df_test_fill(dw, nw, 60 + c, -1, 1);
+        memcpy(dw_ref, dw, nw * 4), memcpy(dw1, dw, nw * 4);
+        conv2d_weight_grad_winograd(dw, gout, in, &d);
+        conv2d_backward_ref(NULL, dw_ref, NULL, gout, in, w, &d);
+        snprintf(name, sizeof name, "  dweight B%zu %zu->%zu %zux%zu (Winograd)", d.B, d.C_in, d.C_out, d.H, d.W);
+        EXPECT_CLOSE(name, dw, dw_ref, nw, 1e-5);
+        int threads = df_threads();
+        df_set_threads(1);
+        conv2d_weight_grad_winograd(dw1, gout, in, &d);
+        df_set_threads(threads);
+        EXPECT(!memcmp(dw, dw1, nw * 4), "Winograd dweight differs between %d threads and 1", threads);
+        df_free(dw), df_free(dw_ref), df_free(dw1);
         df_free(gout), df_free(din), df_free(din_ref);
         df_free(in), df_free(w), df_free(b), df_free(got), df_free(want), df_free(got2);
     }

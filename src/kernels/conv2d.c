@@ -416,6 +416,10 @@ void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout
         for (size_t k = 0; k < n; k++) din[k] += g[k];
         din = NULL; /* done; the loop below makes dweight */
     }
+    if (dweight && conv2d_winograd_applies(d)) { /* 3x3 on images of 14x14 and up: by Winograd */
+        conv2d_weight_grad_winograd(dweight, dout, in, d);
+        dweight = NULL;
+    }
     /* weight^T (K, C_out), packed once for the input gradients of every image */
     float *wtp = NULL;
     if (din) {

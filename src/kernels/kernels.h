@@ -106,6 +106,9 @@ int conv2d_winograd_shape(const conv2d_dims *d);
 int conv2d_winograd_applies(const conv2d_dims *d);
 void conv2d_forward_winograd(float *out, const float *in, const float *weight, const float *bias,
                              const conv2d_dims *d);
+/* dweight (C_out, C_in, 3, 3) += the weight gradient of that convolution, by the same transforms (16 GEMMs of
+ * C_out x C_in over the batch's tiles); conv2d_backward uses it where conv2d_winograd_applies. */
+void conv2d_weight_grad_winograd(float *dweight, const float *dout, const float *in, const conv2d_dims *d);
 
 /* ---- linear ---- */
 /* out (N, OUT) = in (N, IN) @ weight^T + bias; weight (OUT, IN); bias (OUT) or NULL. */

@@ -81,13 +81,14 @@ static inline float at(const float *x, ptrdiff_t j, size_t W) { return j >= 0 &&
  * tile row's 4 input rows (contiguous in tx, read in place; the edge tiles see the zero padding), then the row transform over all the chunk's tiles at once (long
  * vectors even when the image is only a few tiles wide). */
 DF_CLONES static void transform_inputs(float *V, const float *in, const conv2d_dims *d, size_t th, size_t tw,
-                                       size_t row0, size_t nrows, float *h) {
-    /* V (16, Ci, nrows * tw) <- tile rows [row0, row0 + nrows) of in (B, Ci, H, W); h: 16 N */
+                                       size_t row0, size_t nrows, float *h, size_t i0, size_t i1) {
+    /* V (16, Ci, nrows * tw) <- tile rows [row0, row0 + nrows) of input channels [i0, i1) of in (B, Ci, H, W);
+     * h: 16 N */
     size_t Ci = d->C_in, H = d->H, W = d->W, N = nrows * tw;
     /* tiles tx in [1, tx1) read columns 2 tx - 1 .. 2 tx + 2 all inside the row */
     size_t tx1 = W >= 3 ? (W - 3) / 2 + 1 : 1;
     if (tx1 > tw) tx1 = tw;
-    for (size_t i = 0; i < Ci; i++) {
+    for (size_t i = i0; i < i1; i++) {
         for (size_t rr = 0; rr < nrows; rr++) {
             size_t b = (row0 + rr) / th, ty = (row0 + rr) % th;
             const float *x = in + (b * Ci + i) * H * W;
@@ -194,13 +195,101 @@ void conv2d_forward_winograd(float *out, const float *in, const float *weight, c
 #pragma omp for schedule(dynamic, 1)
         for (ptrdiff_t c = 0; c < (ptrdiff_t)chunks; c++) {
             size_t row0 = (size_t)c * per, nr = rows - row0 < per ? rows - row0 : per, n = nr * tw;
-            transform_inputs(V, in, d, th, tw, row0, nr, buf);
+            transform_inputs(V, in, d, th, tw, row0, nr, buf, 0, Ci);
             for (int xi = 0; xi < 16; xi++) { /* serial inside the parallel region */
                 gemm_plain_b_ctx vb = {0, V + (size_t)xi * Ci * n, n};
                 gemm_prepacked(Co, n, Ci, 1.0f, Up + (size_t)xi * ap, gemm_plain_b, &vb, 0.0f,
                                M + (size_t)xi * Co * n, n);
             }
             transform_outputs(out, M, bias, d, th, tw, row0, nr, buf);
+        }
+    }
+}
+
+/* ---- the weight gradient ----
+ * With U = G g G^T and, per tile, M = U . V (per position) and Y = A^T M A, the gradient of a loss L is
+ *   dU[xi] = sum over tiles of dM[xi] V[xi],  dM = A dY A^T  (each tile's 2x2 output gradient -> 4x4),
+ *   dg = G^T dU G                              (4x4 -> 3x3),
+ * so dU[xi] (C_out x C_in) is a GEMM over the tiles for each of the 16 positions: 2.25x fewer multiplies
+ * than the direct weight gradient, as in the forward. */
+
+/* dM[xi][o][n] = (A dY A^T)[xi] of tile n of tile rows [row0, row0 + nrows), output channels [o0, o1); outputs
+ * past the image edge (odd sizes) count as 0. Row r of A dY is (a, b), (a + c, b + d), (a - c, b - d), (-c, -d)
+ * for dY = [a b; c d]; then each row (p, q) becomes (p, p + q, p - q, -q). */
+DF_CLONES static void transform_outgrad(float *dM, const float *dout, const conv2d_dims *d, size_t th, size_t tw,
+                                        size_t row0, size_t nrows, size_t o0, size_t o1) {
+    /* dM (16, Co, nrows * tw) <- tile rows of dout (B, Co, H, W) */
+    size_t Co = d->C_out, H = d->H, W = d->W, N = nrows * tw, full = W / 2;
+    for (size_t o = o0; o < o1; o++)
+        for (size_t rr = 0; rr < nrows; rr++) {
+            size_t b = (row0 + rr) / th, ty = (row0 + rr) % th, y0 = 2 * ty;
+            const float *g = dout + (b * Co + o) * H * W;
+            const float *r0 = g + y0 * W, *r1 = y0 + 1 < H ? r0 + W : NULL;
+            float *m[16];
+            for (int x = 0; x < 16; x++) m[x] = dM + ((size_t)x * Co + o) * N + rr * tw;
+            for (size_t tx = 0; tx < tw; tx++) {
+                size_t x0 = 2 * tx;
+                float a = r0[x0], bb = tx < full ? r0[x0 + 1] : 0.0f;
+                float c = r1 ? r1[x0] : 0.0f, e = r1 && tx < full ? r1[x0 + 1] : 0.0f;
+                float t[4][2] = {{a, bb}, {a + c, bb + e}, {a - c, bb - e}, {-c, -e}};
+                for (int r = 0; r < 4; r++) {
+                    float p = t[r][0], q = t[r][1];
+                    m[r * 4 + 0][tx] = p;
+                    m[r * 4 + 1][tx] = p + q;
+                    m[r * 4 + 2][tx] = p - q;
+                    m[r * 4 + 3][tx] = -q;
+                }
+            }
+        }
+}
+
+#define WG_DW_TILES 1024 /* tiles per chunk of the weight gradient (deeper GEMMs than the forward's) */
+
+void conv2d_weight_grad_winograd(float *dweight, const float *dout, const float *in, const conv2d_dims *d) {
+    /* dweight (Co, Ci, 3, 3) += the gradient of conv3x3(in (B, Ci, H, W), pad 1) given dout (B, Co, H, W) */
+    DF_CHECK(conv2d_winograd_shape(d), "conv2d_weight_grad_winograd: not a 3x3 stride-1 padding-1 convolution");
+    size_t Ci = d->C_in, Co = d->C_out, th = (d->H + 1) / 2, tw = (d->W + 1) / 2, rows = d->B * th;
+    size_t per = WG_DW_TILES / tw ? WG_DW_TILES / tw : 1, chunks = (rows + per - 1) / per, Nmax = per * tw;
+    float *dU = df_scratch(WG_SLOT_U, 16 * Co * Ci), *V = df_scratch(WG_SLOT_V, 16 * Ci * Nmax);
+    float *dM = df_scratch(WG_SLOT_M, 16 * Co * Nmax);
+    memset(dU, 0, 16 * Co * Ci * sizeof(float));
+    /* chunks in order; in each, threads split the channels of the transforms, then the 16 positions' GEMMs:
+     * every dU[xi] is summed by one thread in chunk order, so the result does not depend on the threads */
+#pragma omp parallel
+    {
+        float *buf = df_scratch(5, 16 * Nmax);
+        for (size_t c = 0; c < chunks; c++) {
+            size_t row0 = c * per, nr = rows - row0 < per ? rows - row0 : per, n = nr * tw;
+#pragma omp for schedule(static)
+            for (ptrdiff_t i = 0; i < (ptrdiff_t)Ci; i++)
+                transform_inputs(V, in, d, th, tw, row0, nr, buf, (size_t)i, (size_t)i + 1);
+#pragma omp for schedule(static)
+            for (ptrdiff_t o = 0; o < (ptrdiff_t)Co; o++)
+                transform_outgrad(dM, dout, d, th, tw, row0, nr, (size_t)o, (size_t)o + 1);
+#pragma omp for schedule(static)
+            for (int xi = 0; xi < 16; xi++) /* dU[xi] (Co, Ci) += dM[xi] (Co, n) V[xi]^T (n, Ci) */
+                gemm(0, 1, Co, Ci, n, 1.0f, dM + (size_t)xi * Co * n, n, V + (size_t)xi * Ci * n, n, 1.0f,
+                     dU + (size_t)xi * Co * Ci, Ci);
+        }
+    }
+    /* dg = G^T dU G per (o, i): rows then columns, each (u0, u1, u2, u3) -> (u0 + (u1 + u2) / 2, (u1 - u2) / 2,
+     * (u1 + u2) / 2 + u3) */
+    ptrdiff_t pairs = (ptrdiff_t)(Co * Ci);
+#pragma omp parallel for schedule(static) if (pairs > 4096)
+    for (ptrdiff_t oi = 0; oi < pairs; oi++) {
+        float u[16], t[3][4];
+        for (int x = 0; x < 16; x++) u[x] = dU[(size_t)x * Co * Ci + (size_t)oi];
+        for (int k = 0; k < 4; k++) {
+            float u0 = u[k], u1 = u[4 + k], u2 = u[8 + k], u3 = u[12 + k];
+            t[0][k] = u0 + 0.5f * (u1 + u2);
+            t[1][k] = 0.5f * (u1 - u2);
+            t[2][k] = 0.5f * (u1 + u2) + u3;
+        }
+        float *g = dweight + (size_t)oi * 9;
+        for (int r = 0; r < 3; r++) {
+            g[r * 3 + 0] += t[r][0] + 0.5f * (t[r][1] + t[r][2]);
+            g[r * 3 + 1] += 0.5f * (t[r][1] - t[r][2]);
+            g[r * 3 + 2] += 0.5f * (t[r][1] + t[r][2]) + t[r][3];
         }
     }
 }
