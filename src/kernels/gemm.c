@@ -80,6 +80,13 @@ void gemm_bf16_ref(int transA, int transB, size_t M, size_t N, size_t K, float a
 
 /* Packs rows [i0, i0 + mc) and depth [p0, p0 + kc) of op(A) into panels of MR rows: panel r holds, for each
  * k, the MR values op(A)[i0 + r*MR + 0..MR-1][p0 + k] contiguously. Rows past mc are zero. */
+/* A full 12-row panel of a row-major A, packed (pack_a's layout) by AVX-512 where that kernel runs. */
+static void pack_a12(float *d, const float *src, size_t lda, size_t kc);
+/* A full panel of B^T (16 source rows, read from k0 on) transposed into d: d[k * NR + j] = src_j[k0 + k] for
+ * k < 16. Set with the micro-kernel: the AVX-512 one where that kernel runs, else NULL (scalar loops). */
+typedef void (*transpose_fn)(float *d, const float *B, size_t ldb, size_t k0);
+static transpose_fn transpose16 = NULL;
+
 static void pack_a(float *dst, int transA, const float *A, size_t lda, size_t i0, size_t mc, size_t p0,
                    size_t kc) {
     /* dst (ceil(mc/MR), kc, MR); each source row (or column of A^T) is read contiguously */
@@ -93,6 +100,8 @@ static void pack_a(float *dst, int transA, const float *A, size_t lda, size_t i0
                 for (; i < mr; i++) d[k * GEMM_MR + i] = src[i];
                 for (; i < GEMM_MR; i++) d[k * GEMM_MR + i] = 0;
             }
+        } else if (mr == GEMM_MR && transpose16) { /* the AVX-512 kernels are in use */
+            pack_a12(d, A + (i0 + r) * lda + p0, lda, kc);
         } else {
             for (size_t i = 0; i < GEMM_MR; i++) {
                 if (i < mr) {
@@ -105,11 +114,6 @@ static void pack_a(float *dst, int transA, const float *A, size_t lda, size_t i0
         }
     }
 }
-
-/* A full panel of B^T (16 source rows, read from k0 on) transposed into d: d[k * NR + j] = src_j[k0 + k] for
- * k < 16. Set with the micro-kernel: the AVX-512 one where that kernel runs, else NULL (scalar loops). */
-typedef void (*transpose_fn)(float *d, const float *B, size_t ldb, size_t k0);
-static transpose_fn transpose16 = NULL;
 
 /* Packs depth [p0, p0 + kc) and columns [j0, j0 + nc) of op(B) into panels of NR columns: panel c holds,
  * for each k, the NR values op(B)[p0 + k][j0 + c*NR + 0..NR-1] contiguously. Columns past nc are zero. */
@@ -261,7 +265,52 @@ __attribute__((target("avx512f"))) static void transpose16_avx512(float *d, cons
         _mm512_storeu_ps(d + (size_t)(g + 12) * 16, _mm512_shuffle_f32x4(v1, w1, 0xdd));
     }
 }
+
+/* A full panel of op(A) = A (12 rows from src, row stride lda) over depth kc, as pack_a lays it out
+ * (d[k * 12 + i] = src_i[k]): 16 columns at a time, transposed in registers (rows 12..15 zero) and stored 12
+ * lanes per row. */
+__attribute__((target("avx512f"))) static void pack_a12_avx512(float *d, const float *src, size_t lda, size_t kc) {
+    size_t k0 = 0;
+    for (; k0 + 16 <= kc; k0 += 16) {
+        __m512 r[16], t[16], u[16];
+        for (int j = 0; j < 12; j++) r[j] = _mm512_loadu_ps(src + (size_t)j * lda + k0);
+        for (int j = 12; j < 16; j++) r[j] = _mm512_setzero_ps();
+        for (int p = 0; p < 8; p++) {
+            t[2 * p] = _mm512_unpacklo_ps(r[2 * p], r[2 * p + 1]);
+            t[2 * p + 1] = _mm512_unpackhi_ps(r[2 * p], r[2 * p + 1]);
+        }
+        for (int m = 0; m < 4; m++) {
+            __m512d a = _mm512_castps_pd(t[4 * m]), b = _mm512_castps_pd(t[4 * m + 1]);
+            __m512d c = _mm512_castps_pd(t[4 * m + 2]), e = _mm512_castps_pd(t[4 * m + 3]);
+            u[4 * m] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+            u[4 * m + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+            u[4 * m + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, e));
+            u[4 * m + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, e));
+        }
+        float *dk = d + k0 * GEMM_MR;
+        for (int g = 0; g < 4; g++) {
+            __m512 v0 = _mm512_shuffle_f32x4(u[g], u[4 + g], 0x88), v1 = _mm512_shuffle_f32x4(u[g], u[4 + g], 0xdd);
+            __m512 w0 = _mm512_shuffle_f32x4(u[8 + g], u[12 + g], 0x88);
+            __m512 w1 = _mm512_shuffle_f32x4(u[8 + g], u[12 + g], 0xdd);
+            _mm512_mask_storeu_ps(dk + (size_t)g * GEMM_MR, 0x0fff, _mm512_shuffle_f32x4(v0, w0, 0x88));
+            _mm512_mask_storeu_ps(dk + (size_t)(g + 8) * GEMM_MR, 0x0fff, _mm512_shuffle_f32x4(v0, w0, 0xdd));
+            _mm512_mask_storeu_ps(dk + (size_t)(g + 4) * GEMM_MR, 0x0fff, _mm512_shuffle_f32x4(v1, w1, 0x88));
+            _mm512_mask_storeu_ps(dk + (size_t)(g + 12) * GEMM_MR, 0x0fff, _mm512_shuffle_f32x4(v1, w1, 0xdd));
+        }
+    }
+    for (; k0 < kc; k0++)
+        for (int i = 0; i < GEMM_MR; i++) d[k0 * GEMM_MR + (size_t)i] = src[(size_t)i * lda + k0];
+}
 #endif
+
+static void pack_a12(float *d, const float *src, size_t lda, size_t kc) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    pack_a12_avx512(d, src, lda, kc);
+#else
+    (void)d, (void)src, (void)lda, (void)kc;
+    DF_CHECK(0, "pack_a12 without AVX-512");
+#endif
+}
 
 /* ---- BF16 ---- */
 
