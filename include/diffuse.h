@@ -99,6 +99,10 @@ void df_unet_copy_buffers(df_unet *dst, const df_unet *src);
 /* Inference: out (B, out_channels, S, S) = unet(x (B, in_channels, S, S), t (B)). Stores no activations
  * beyond what the pass needs at once. */
 void df_unet_forward(df_unet *m, float *out, const float *x, const float *t, size_t B);
+/* A promise that m's weights stay as they are until df_unet_freeze(m, 0): inference forwards meanwhile reuse
+ * the convolutions' weights packed (or Winograd-transformed) once instead of per call, with the same results
+ * bit for bit. The samplers of the command line use it; training must not (its weights change every step). */
+void df_unet_freeze(df_unet *m, int frozen);
 /* Training: a forward pass that keeps what backward needs; returns the output (valid until the next call). */
 const float *df_unet_forward_train(df_unet *m, const float *x, const float *t, size_t B);
 /* Dropout masks of the next training pass come from (seed, step) (counter-based: backward regenerates them). */

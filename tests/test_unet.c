@@ -400,6 +400,49 @@ TEST(unet_bf16_close_to_fp32) {
     df_unet_destroy(m);
 }
 
+/* Frozen weights (df_unet_freeze: convolutions packed once and reused) give the unfrozen forward's output
+ * bit for bit, in FP32 and in BF16 mode (a change of precision repacks), at two batch sizes (a new graph
+ * packs again); unfreezing lets new weights show. */
+TEST(unet_frozen_weights_equal_unfrozen) {
+    df_unet_config c;
+    EXPECT(df_unet_preset(&c, "fmnist-s") == 0, "%s", df_errmsg());
+    df_unet *m = df_unet_create(&c);
+    df_unet_init_weights(m, 5);
+    perturb(m, 6);
+    size_t D = 28 * 28, Bmax = 3;
+    float *x = df_malloc(Bmax * D * sizeof(float)), t[3] = {3, 400, 999};
+    float *want = df_malloc(Bmax * D * sizeof(float)), *got = df_malloc(Bmax * D * sizeof(float));
+    df_rng_normal(x, Bmax * D, 31, 0, 0);
+    float *want16 = df_malloc(Bmax * D * sizeof(float));
+    for (size_t B = 1; B <= Bmax; B += 2) {
+        df_unet_freeze(m, 0);
+        df_set_precision("bf16");
+        df_unet_forward(m, want16, x, t, B);
+        df_set_precision("fp32");
+        df_unet_forward(m, want, x, t, B);
+        df_unet_freeze(m, 1);
+        /* frozen: packs, reuses, repacks for bf16 while still frozen, and back */
+        static const char *seq[4] = {"fp32", "fp32", "bf16", "fp32"};
+        for (int k = 0; k < 4; k++) {
+            df_set_precision(seq[k]);
+            df_unet_forward(m, got, x, t, B);
+            const float *w = k == 2 ? want16 : want;
+            EXPECT(!memcmp(got, w, B * D * sizeof(float)), "frozen forward differs (%s, batch %zu, pass %d)", seq[k],
+                   B, k);
+        }
+        EXPECT(memcmp(want16, want, B * D * sizeof(float)) != 0, "bf16 output equals fp32's");
+    }
+    df_free(want16);
+    df_set_precision("fp32");
+    df_unet_freeze(m, 0);
+    df_unet_forward(m, want, x, t, 1);
+    perturb(m, 7); /* unfrozen: new weights are seen */
+    df_unet_forward(m, got, x, t, 1);
+    EXPECT(memcmp(got, want, D * sizeof(float)) != 0, "new weights did not change the unfrozen output");
+    df_free(x), df_free(want), df_free(got);
+    df_unet_destroy(m);
+}
+
 /* A diffusers folder (pipeline layout with unet/, and a bare UNet2DModel folder) loads, and `diffuse info`
  * reads it; a folder with pickle weights gets an error that says how to convert them. */
 TEST(unet_load_folder) {

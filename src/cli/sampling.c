@@ -20,6 +20,7 @@ int cli_load_model(cli_model *m, const char *folder, const char *cmd) {
         df_unet_destroy(m->unet);
         return -1;
     }
+    df_unet_freeze(m->unet, 1); /* the sampling commands never change the weights */
     const df_unet_config *c = df_unet_cfg(m->unet);
     m->C = (size_t)c->in_channels, m->H = m->W = (size_t)c->sample_size;
     m->D = m->C * m->H * m->W;

@@ -349,14 +349,30 @@ static void conv_forward_image(float *out, const float *in, const float *wpacked
     }
 }
 
-/* conv2d_forward: same result as conv2d_forward_ref. The weights are packed once; with at least as many
- * images as threads, each thread convolves whole images (its own im2col scratch, serial gemm); otherwise
- * images go one at a time through the parallel gemm. Either way every output is summed in the same order.
- * Overwrites out. */
-void conv2d_forward(float *out, const float *in, const float *weight, const float *bias, const conv2d_dims *d) {
-    /* out (B, C_out, Ho, Wo) = conv(in (B, C_in, H, W), weight (C_out, C_in, KH, KW)) + bias (C_out) */
-    if (conv2d_winograd_applies(d) && !omp_in_parallel()) {
-        conv2d_forward_winograd(out, in, weight, bias, d);
+/* The weights as conv2d_forward multiplies them: Winograd's transformed matrices, or packed for the GEMM
+ * (with their BF16 copy in BF16 mode). */
+size_t conv2d_weights_packed_size(const conv2d_dims *d) {
+    if (conv2d_winograd_applies(d)) return conv2d_winograd_weights_size(d);
+    return gemm_packed_a_size(d->C_out, d->C_in * d->KH * d->KW);
+}
+
+void conv2d_pack_weights(float *wp, const float *weight, const conv2d_dims *d) {
+    size_t K = d->C_in * d->KH * d->KW;
+    if (conv2d_winograd_applies(d))
+        conv2d_winograd_pack_weights(wp, weight, d);
+    else
+        gemm_pack_a(wp, 0, weight, K, d->C_out, K, d->C_out * K > (1 << 16));
+}
+
+/* conv2d_forward_packed: conv2d_forward with the weights packed by conv2d_pack_weights (for the same dims and
+ * precision). With at least as many images as threads, each thread convolves whole images (serial gemm);
+ * otherwise images go one at a time through the parallel gemm. Either way every output is summed in the same
+ * order. Overwrites out. */
+void conv2d_forward_packed(float *out, const float *in, const float *wp, const float *bias, const conv2d_dims *d) {
+    /* out (B, C_out, Ho, Wo) = conv(in (B, C_in, H, W), packed weights) + bias (C_out) */
+    if (conv2d_winograd_applies(d)) {
+        DF_CHECK(!omp_in_parallel(), "conv2d_forward_packed: Winograd weights inside a parallel region");
+        conv2d_forward_winograd_packed(out, in, wp, bias, d);
         return;
     }
     size_t Ho = conv2d_out_h(d), Wo = conv2d_out_w(d), K = d->C_in * d->KH * d->KW;
@@ -368,11 +384,28 @@ void conv2d_forward(float *out, const float *in, const float *weight, const floa
 #endif
     double macs = (double)d->B * (double)out_sz * (double)K;
     int by_image = threads > 1 && B >= threads && macs > (double)(1 << 18); /* tiny ones stay serial */
-    float *wp = df_scratch(CONV_SLOT_WPACK, gemm_packed_a_size(d->C_out, K));
-    gemm_pack_a(wp, 0, weight, K, d->C_out, K, 0);
 #pragma omp parallel for schedule(dynamic, 1) if (by_image)
     for (ptrdiff_t b = 0; b < B; b++)
         conv_forward_image(out + (size_t)b * out_sz, in + (size_t)b * in_sz, wp, bias, d, Ho, Wo);
+}
+
+/* conv2d_forward: same result as conv2d_forward_ref; the weights are packed (or transformed) for this call. */
+void conv2d_forward(float *out, const float *in, const float *weight, const float *bias, const conv2d_dims *d) {
+    /* out (B, C_out, Ho, Wo) = conv(in (B, C_in, H, W), weight (C_out, C_in, KH, KW)) + bias (C_out) */
+    if (conv2d_winograd_applies(d) && !omp_in_parallel()) {
+        conv2d_forward_winograd(out, in, weight, bias, d);
+        return;
+    }
+    size_t K = d->C_in * d->KH * d->KW;
+    float *wp = df_scratch(CONV_SLOT_WPACK, gemm_packed_a_size(d->C_out, K));
+    gemm_pack_a(wp, 0, weight, K, d->C_out, K, 0);
+    size_t Ho = conv2d_out_h(d), Wo = conv2d_out_w(d), in_sz = d->C_in * d->H * d->W, out_sz = d->C_out * Ho * Wo;
+    if (omp_in_parallel()) { /* inside a parallel region: serially, the direct way */
+        for (size_t b = 0; b < d->B; b++)
+            conv_forward_image(out + b * out_sz, in + b * in_sz, wp, bias, d, Ho, Wo);
+        return;
+    }
+    conv2d_forward_packed(out, in, wp, bias, d); /* the direct path: Winograd does not apply here */
 }
 
 /* ---- backward ---- */

@@ -90,6 +90,11 @@ void conv2d_pack_col(float *dst, int transposed, const float *in, const conv2d_d
 void conv2d_force_portable_packers(int on);
 /* out (B, C_out, H_out, W_out); in (B, C_in, H, W); weight (C_out, C_in, KH, KW); bias (C_out) or NULL. */
 void conv2d_forward(float *out, const float *in, const float *weight, const float *bias, const conv2d_dims *d);
+/* The same with the weights packed once (conv2d_pack_weights into conv2d_weights_packed_size floats) and reused
+ * while they do not change (sampling): bit for bit conv2d_forward's result, for the same dims and precision. */
+size_t conv2d_weights_packed_size(const conv2d_dims *d);
+void conv2d_pack_weights(float *wp, const float *weight, const conv2d_dims *d);
+void conv2d_forward_packed(float *out, const float *in, const float *wp, const float *bias, const conv2d_dims *d);
 void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout, const float *in,
                      const float *weight, const conv2d_dims *d);
 void conv2d_forward_ref(float *out, const float *in, const float *weight, const float *bias,
@@ -106,6 +111,10 @@ int conv2d_winograd_shape(const conv2d_dims *d);
 int conv2d_winograd_applies(const conv2d_dims *d);
 void conv2d_forward_winograd(float *out, const float *in, const float *weight, const float *bias,
                              const conv2d_dims *d);
+size_t conv2d_winograd_weights_size(const conv2d_dims *d);
+void conv2d_winograd_pack_weights(float *Up, const float *weight, const conv2d_dims *d);
+void conv2d_forward_winograd_packed(float *out, const float *in, const float *Up, const float *bias,
+                                    const conv2d_dims *d);
 /* dweight (C_out, C_in, 3, 3) += the weight gradient of that convolution, by the same transforms (16 GEMMs of
  * C_out x C_in over the batch's tiles); conv2d_backward uses it where conv2d_winograd_applies. */
 void conv2d_weight_grad_winograd(float *dweight, const float *dout, const float *in, const conv2d_dims *d);

@@ -175,18 +175,23 @@ DF_CLONES static void transform_outputs(float *out, const float *M, const float 
     }
 }
 
-void conv2d_forward_winograd(float *out, const float *in, const float *weight, const float *bias,
-                             const conv2d_dims *d) {
-    /* out (B, Co, H, W) = conv3x3(in (B, Ci, H, W), weight (Co, Ci, 3, 3), pad 1) + bias */
+size_t conv2d_winograd_weights_size(const conv2d_dims *d) { return 16 * gemm_packed_a_size(d->C_out, d->C_in); }
+
+void conv2d_winograd_pack_weights(float *Up, const float *weight, const conv2d_dims *d) {
+    /* Up (16, packed Co x Ci) <- U = G g G^T of weight (Co, Ci, 3, 3), with the BF16 copies in BF16 mode */
+    size_t Ci = d->C_in, Co = d->C_out, ap = gemm_packed_a_size(Co, Ci);
+    transform_weights(Up, ap, weight, Co, Ci);
+    for (int xi = 0; xi < 16; xi++) gemm_pack_a_bf16(Up + (size_t)xi * ap, Co, Ci);
+}
+
+void conv2d_forward_winograd_packed(float *out, const float *in, const float *Up, const float *bias,
+                                    const conv2d_dims *d) {
+    /* out (B, Co, H, W) = conv3x3(in (B, Ci, H, W), U packed by conv2d_winograd_pack_weights, pad 1) + bias */
     DF_CHECK(conv2d_winograd_shape(d), "conv2d_forward_winograd: not a 3x3 stride-1 padding-1 convolution");
     size_t Ci = d->C_in, Co = d->C_out, th = (d->H + 1) / 2, tw = (d->W + 1) / 2, rows = d->B * th;
     /* chunks of whole tile rows, about WG_TILES tiles: V and M of a chunk stay in cache */
     size_t per = WG_TILES / tw ? WG_TILES / tw : 1, chunks = (rows + per - 1) / per;
-    /* U = G g G^T, its 16 matrices packed once (as gemm_pack_a would) for the GEMMs of every chunk */
     size_t ap = gemm_packed_a_size(Co, Ci);
-    float *Up = df_scratch(WG_SLOT_U, 16 * ap);
-    transform_weights(Up, ap, weight, Co, Ci);
-    for (int xi = 0; xi < 16; xi++) gemm_pack_a_bf16(Up + (size_t)xi * ap, Co, Ci);
 #pragma omp parallel
     {
         size_t N = per * tw;
@@ -204,6 +209,16 @@ void conv2d_forward_winograd(float *out, const float *in, const float *weight, c
             transform_outputs(out, M, bias, d, th, tw, row0, nr, buf);
         }
     }
+}
+
+void conv2d_forward_winograd(float *out, const float *in, const float *weight, const float *bias,
+                             const conv2d_dims *d) {
+    /* out (B, Co, H, W) = conv3x3(in (B, Ci, H, W), weight (Co, Ci, 3, 3), pad 1) + bias */
+    DF_CHECK(conv2d_winograd_shape(d), "conv2d_forward_winograd: not a 3x3 stride-1 padding-1 convolution");
+    /* U = G g G^T, its 16 matrices packed once (as gemm_pack_a would) for the GEMMs of every chunk */
+    float *Up = df_scratch(WG_SLOT_U, conv2d_winograd_weights_size(d));
+    conv2d_winograd_pack_weights(Up, weight, d);
+    conv2d_forward_winograd_packed(out, in, Up, bias, d);
 }
 
 /* ---- the weight gradient ----

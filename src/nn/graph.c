@@ -14,6 +14,7 @@ void df_graph_init(df_graph *g, df_params *params, size_t batch, int train) {
 }
 
 void df_graph_free(df_graph *g) {
+    df_graph_unpack_weights(g);
     df_free(g->t);
     df_free(g->ops);
     df_free(g->arena);

@@ -83,6 +83,8 @@ typedef struct {
     int output;
     float *arena;
     size_t arena_floats;
+    float **packed;  /* inference graphs: each convolution's weights packed once (df_graph_pack_weights), or NULL */
+    int packed_bf16; /* the precision they were packed for */
     uint64_t dropout_seed, dropout_step; /* the training loop sets these each step */
 } df_graph;
 
@@ -120,6 +122,10 @@ int g_sinusoidal_embed(df_graph *g, int t, size_t dim);
 
 /* Lays out memory (see above) and allocates the arenas. Call once after building. */
 void df_graph_plan(df_graph *g);
+/* Inference graphs: packs every convolution's weights now, and forwards reuse them until df_graph_unpack_weights
+ * (the caller promises the weights do not change in between: sampling). A change of precision repacks. */
+void df_graph_pack_weights(df_graph *g);
+void df_graph_unpack_weights(df_graph *g);
 /* Runs the ops in order; inputs must have been written to their tensors' data. */
 void df_graph_forward(df_graph *g);
 /* Training graphs only: dout is the gradient of the loss w.r.t. the output tensor. Zeroes the activation

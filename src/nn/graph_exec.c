@@ -36,7 +36,29 @@ static uint64_t dropout_stream(const df_graph *g, int op_index) {
 
 /* ---- forward ---- */
 
+void df_graph_unpack_weights(df_graph *g) {
+    if (!g->packed) return;
+    for (int i = 0; i < g->nops; i++) df_free(g->packed[i]);
+    df_free(g->packed);
+    g->packed = NULL;
+}
+
+void df_graph_pack_weights(df_graph *g) {
+    DF_CHECK(!g->train, "weights packed for a training graph");
+    df_graph_unpack_weights(g);
+    g->packed = df_calloc((size_t)g->nops, sizeof *g->packed);
+    g->packed_bf16 = gemm_bf16_on();
+    for (int i = 0; i < g->nops; i++) {
+        const df_op *op = &g->ops[i];
+        if (op->kind != OP_CONV2D) continue;
+        conv2d_dims d = conv_dims(g, op);
+        g->packed[i] = df_malloc(conv2d_weights_packed_size(&d) * sizeof(float));
+        conv2d_pack_weights(g->packed[i], pdata(g, op->w), &d);
+    }
+}
+
 void df_graph_forward(df_graph *g) {
+    if (g->packed && g->packed_bf16 != gemm_bf16_on()) df_graph_pack_weights(g); /* packed for another precision */
     for (int i = 0; i < g->nops; i++) {
         const df_op *op = &g->ops[i];
         df_tensor *y = &g->t[op->out];
@@ -45,7 +67,10 @@ void df_graph_forward(df_graph *g) {
         switch (op->kind) {
         case OP_CONV2D: {
             conv2d_dims d = conv_dims(g, op);
-            conv2d_forward(y->data, a->data, pdata(g, op->w), pdata(g, op->b), &d);
+            if (g->packed && g->packed[i])
+                conv2d_forward_packed(y->data, a->data, g->packed[i], pdata(g, op->b), &d);
+            else
+                conv2d_forward(y->data, a->data, pdata(g, op->w), pdata(g, op->b), &d);
         } break;
         case OP_LINEAR:
             linear_forward(y->data, a->data, pdata(g, op->w), pdata(g, op->b), a->n, a->numel / a->n, y->c);

@@ -14,6 +14,7 @@ struct df_unet {
     char (*counter_names)[DF_PARAM_NAME];
     df_graph graph; /* the graph for the last (batch, train) asked for; rebuilt when they change */
     int have_graph, x_in, t_in;
+    int frozen; /* df_unet_freeze: inference graphs keep their convolutions' weights packed */
     uint64_t dropout_seed, dropout_step; /* copied into the training graph before each pass */
 };
 

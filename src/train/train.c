@@ -158,7 +158,9 @@ static int sample_grid(trainer *tr, const char *path, int n) {
     df_initial_noise(x, (size_t)n, D, DF_PREVIEW_SEED, 0);
     df_sampler sp = {.kind = DF_SAMPLER_DDIM, .eta = 0, .clip = tr->sched.clip_sample, .taus = taus, .S = S,
                      .seed = DF_PREVIEW_SEED};
+    df_unet_freeze(tr->ema, 1); /* the EMA weights stand still during the grid */
     df_sample(x, (size_t)n, D, &tr->sched, &sp, 0, ema_model_fn, tr->ema);
+    df_unet_freeze(tr->ema, 0);
     int rc = df_write_grid(path, x, (size_t)n, (size_t)c->in_channels, (size_t)c->sample_size,
                            (size_t)c->sample_size, 0);
     df_free(x);
