@@ -76,6 +76,73 @@ static void transform_weights(float *Up, size_t ap, const float *weight, size_t 
 /* x[j] of a row of W, or 0 outside it (the padding). */
 static inline float at(const float *x, ptrdiff_t j, size_t W) { return j >= 0 && j < (ptrdiff_t)W ? x[j] : 0.0f; }
 
+/* The column transform of one input row for every tile of a tile row, for rows of at most 32 pixels: the row
+ * split into even and odd pixels (zero past the edges) in two registers, then tile tx (columns 2 tx - 1 ..
+ * 2 tx + 2 = O[tx-1], E[tx], O[tx], E[tx+1]) gets h0 = O[tx-1] - O[tx], h1 = E[tx] + O[tx], h2 = O[tx] - E[tx],
+ * h3 = E[tx] - E[tx+1]: transform_inputs' values, 16 tiles at a time. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+__attribute__((target("avx512f"))) static void column_transform32(float *h0, float *h1, float *h2, float *h3,
+                                                                  const float *xr, size_t W, size_t tw) {
+    __mmask16 m0 = (__mmask16)(W >= 16 ? 0xffffu : (1u << W) - 1);
+    __mmask16 m1 = (__mmask16)(W <= 16 ? 0 : W >= 32 ? 0xffffu : (1u << (W - 16)) - 1);
+    __m512 lo = _mm512_maskz_loadu_ps(m0, xr), hi = _mm512_maskz_loadu_ps(m1, xr + 16);
+    const __m512i ie = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i io = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    const __m512i down = _mm512_set_epi32(14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 0); /* lane k <- k-1 */
+    const __m512i up = _mm512_set_epi32(15, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1);  /* lane k <- k+1 */
+    __m512 E = _mm512_permutex2var_ps(lo, ie, hi), O = _mm512_permutex2var_ps(lo, io, hi);
+    __m512 Oprev = _mm512_maskz_permutexvar_ps(0xfffe, down, O), Enext = _mm512_maskz_permutexvar_ps(0x7fff, up, E);
+    __mmask16 mt = (__mmask16)(tw >= 16 ? 0xffffu : (1u << tw) - 1);
+    _mm512_mask_storeu_ps(h0, mt, _mm512_sub_ps(Oprev, O));
+    _mm512_mask_storeu_ps(h1, mt, _mm512_add_ps(E, O));
+    _mm512_mask_storeu_ps(h2, mt, _mm512_sub_ps(O, E));
+    _mm512_mask_storeu_ps(h3, mt, _mm512_sub_ps(E, Enext));
+}
+/* transform_outgrad's 16 values for every tile of a tile row of at most 16 tiles: the two output-gradient rows
+ * r0, r1 (r1 NULL past the image) split into even and odd pixels, then the tile transform lane by lane. */
+__attribute__((target("avx512f"))) static void outgrad_row32(float *const m[16], const float *r0, const float *r1,
+                                                             size_t W, size_t tw) {
+    __mmask16 m0 = (__mmask16)(W >= 16 ? 0xffffu : (1u << W) - 1);
+    __mmask16 m1 = (__mmask16)(W <= 16 ? 0 : W >= 32 ? 0xffffu : (1u << (W - 16)) - 1);
+    const __m512i ie = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i io = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+    __m512 l0 = _mm512_maskz_loadu_ps(m0, r0), h0 = _mm512_maskz_loadu_ps(m1, r0 + 16);
+    __m512 a = _mm512_permutex2var_ps(l0, ie, h0), b = _mm512_permutex2var_ps(l0, io, h0);
+    __m512 c = _mm512_setzero_ps(), e = _mm512_setzero_ps();
+    if (r1) {
+        __m512 l1 = _mm512_maskz_loadu_ps(m0, r1), h1 = _mm512_maskz_loadu_ps(m1, r1 + 16);
+        c = _mm512_permutex2var_ps(l1, ie, h1), e = _mm512_permutex2var_ps(l1, io, h1);
+    }
+    __m512 t[4][2] = {{a, b},
+                      {_mm512_add_ps(a, c), _mm512_add_ps(b, e)},
+                      {_mm512_sub_ps(a, c), _mm512_sub_ps(b, e)},
+                      {_mm512_sub_ps(_mm512_setzero_ps(), c), _mm512_sub_ps(_mm512_setzero_ps(), e)}};
+    __mmask16 mt = (__mmask16)(tw >= 16 ? 0xffffu : (1u << tw) - 1);
+    for (int r = 0; r < 4; r++) {
+        __m512 p = t[r][0], q = t[r][1];
+        _mm512_mask_storeu_ps(m[r * 4 + 0], mt, p);
+        _mm512_mask_storeu_ps(m[r * 4 + 1], mt, _mm512_add_ps(p, q));
+        _mm512_mask_storeu_ps(m[r * 4 + 2], mt, _mm512_sub_ps(p, q));
+        _mm512_mask_storeu_ps(m[r * 4 + 3], mt, _mm512_sub_ps(_mm512_setzero_ps(), q));
+    }
+}
+
+static int have_avx512(void) {
+    static int known = -1;
+    if (known < 0) known = __builtin_cpu_supports("avx512f") ? 1 : 0;
+    return known;
+}
+#else
+static void column_transform32(float *h0, float *h1, float *h2, float *h3, const float *xr, size_t W, size_t tw) {
+    (void)h0, (void)h1, (void)h2, (void)h3, (void)xr, (void)W, (void)tw;
+}
+static void outgrad_row32(float *const m[16], const float *r0, const float *r1, size_t W, size_t tw) {
+    (void)m, (void)r0, (void)r1, (void)W, (void)tw;
+}
+static int have_avx512(void) { return 0; }
+#endif
+
 /* V[xi][i][b * tiles + t] = (B^T d B)[xi] for the 4x4 input patch d of tile t (rows 2 ty - 1 .. 2 ty + 2,
  * columns 2 tx - 1 .. 2 tx + 2, zero outside the image). Per input channel: the column transform of each
  * tile row's 4 input rows (contiguous in tx, read in place; the edge tiles see the zero padding), then the row transform over all the chunk's tiles at once (long
@@ -101,6 +168,10 @@ DF_CLONES static void transform_inputs(float *V, const float *in, const conv2d_d
                     continue;
                 }
                 const float *xr = x + (size_t)y * W;
+                if (W <= 32 && have_avx512()) {
+                    column_transform32(h0, h1, h2, h3, xr, W, tw);
+                    continue;
+                }
 #pragma omp simd
                 for (size_t tx = 1; tx < tx1; tx++) {
                     const float *q = xr + 2 * tx - 1;
@@ -242,6 +313,10 @@ DF_CLONES static void transform_outgrad(float *dM, const float *dout, const conv
             const float *r0 = g + y0 * W, *r1 = y0 + 1 < H ? r0 + W : NULL;
             float *m[16];
             for (int x = 0; x < 16; x++) m[x] = dM + ((size_t)x * Co + o) * N + rr * tw;
+            if (W <= 32 && have_avx512()) {
+                outgrad_row32(m, r0, r1, W, tw);
+                continue;
+            }
             for (size_t tx = 0; tx < tw; tx++) {
                 size_t x0 = 2 * tx;
                 float a = r0[x0], bb = tx < full ? r0[x0 + 1] : 0.0f;
