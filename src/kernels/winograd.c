@@ -128,6 +128,24 @@ __attribute__((target("avx512f"))) static void outgrad_row32(float *const m[16],
     }
 }
 
+/* transform_outputs' last step for a row of at most 32 outputs: even outputs t0 + t1 + t2 + bias, odd ones
+ * t1 - t2 - t3 + bias, interleaved in registers and stored W at a time. */
+__attribute__((target("avx512f"))) static void output_row32(float *orow, const float *t0, const float *t1,
+                                                            const float *t2, const float *t3, float bv, size_t W,
+                                                            size_t tw) {
+    __mmask16 mt = (__mmask16)(tw >= 16 ? 0xffffu : (1u << tw) - 1);
+    __m512 a0 = _mm512_maskz_loadu_ps(mt, t0), a1 = _mm512_maskz_loadu_ps(mt, t1);
+    __m512 a2 = _mm512_maskz_loadu_ps(mt, t2), a3 = _mm512_maskz_loadu_ps(mt, t3), b = _mm512_set1_ps(bv);
+    __m512 ev = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), a2), b);
+    __m512 od = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(a1, a2), a3), b);
+    const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    const __m512i hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+    __mmask16 m0 = (__mmask16)(W >= 16 ? 0xffffu : (1u << W) - 1);
+    __mmask16 m1 = (__mmask16)(W <= 16 ? 0 : W >= 32 ? 0xffffu : (1u << (W - 16)) - 1);
+    _mm512_mask_storeu_ps(orow, m0, _mm512_permutex2var_ps(ev, lo, od));
+    _mm512_mask_storeu_ps(orow + 16, m1, _mm512_permutex2var_ps(ev, hi, od));
+}
+
 static int have_avx512(void) {
     static int known = -1;
     if (known < 0) known = __builtin_cpu_supports("avx512f") ? 1 : 0;
@@ -139,6 +157,10 @@ static void column_transform32(float *h0, float *h1, float *h2, float *h3, const
 }
 static void outgrad_row32(float *const m[16], const float *r0, const float *r1, size_t W, size_t tw) {
     (void)m, (void)r0, (void)r1, (void)W, (void)tw;
+}
+static void output_row32(float *orow, const float *t0, const float *t1, const float *t2, const float *t3, float bv,
+                         size_t W, size_t tw) {
+    (void)orow, (void)t0, (void)t1, (void)t2, (void)t3, (void)bv, (void)W, (void)tw;
 }
 static int have_avx512(void) { return 0; }
 #endif
@@ -235,6 +257,10 @@ DF_CLONES static void transform_outputs(float *out, const float *M, const float 
                 size_t yy = 2 * ty + (size_t)r, full = W / 2; /* tiles with both outputs inside the row */
                 if (yy >= H) continue;
                 float *orow = y + yy * W;
+                if (W <= 32 && have_avx512()) {
+                    output_row32(orow, t0, t1, t2, t3, bv, W, tw);
+                    continue;
+                }
 #pragma omp simd
                 for (size_t tx = 0; tx < full; tx++) {
                     orow[2 * tx] = t0[tx] + t1[tx] + t2[tx] + bv;
