@@ -237,6 +237,34 @@ __attribute__((target("avx512f"))) static void kernel_avx512_c(size_t kc, const 
     }
 }
 
+/* kernel_avx512_c over two adjacent B panels (32 columns) at once: 24 accumulators, each broadcast of a serves
+ * two FMAs, so a step of k loads 14 values for 24 FMAs instead of 13 for 12. Same sums, same order. */
+__attribute__((target("avx512f"))) static void kernel_avx512_c2(size_t kc, const float *restrict a,
+                                                                const float *restrict b0, const float *restrict b1,
+                                                                float *restrict C, size_t ldc, int accumulate,
+                                                                size_t mr) {
+    __m512 c0[GEMM_MR], c1[GEMM_MR];
+#pragma GCC unroll 12
+    for (int i = 0; i < GEMM_MR; i++) c0[i] = _mm512_setzero_ps(), c1[i] = _mm512_setzero_ps();
+    for (size_t k = 0; k < kc; k++) {
+        __m512 x0 = _mm512_loadu_ps(b0 + k * GEMM_NR), x1 = _mm512_loadu_ps(b1 + k * GEMM_NR);
+        const float *ak = a + k * GEMM_MR;
+#pragma GCC unroll 12
+        for (int i = 0; i < GEMM_MR; i++) {
+            __m512 ai = _mm512_set1_ps(ak[i]);
+            c0[i] = _mm512_fmadd_ps(ai, x0, c0[i]);
+            c1[i] = _mm512_fmadd_ps(ai, x1, c1[i]);
+        }
+    }
+#pragma GCC unroll 12
+    for (int i = 0; i < GEMM_MR; i++) {
+        if ((size_t)i >= mr) break;
+        float *row = C + i * ldc;
+        _mm512_storeu_ps(row, accumulate ? _mm512_add_ps(_mm512_loadu_ps(row), c0[i]) : c0[i]);
+        _mm512_storeu_ps(row + 16, accumulate ? _mm512_add_ps(_mm512_loadu_ps(row + 16), c1[i]) : c1[i]);
+    }
+}
+
 /* 16 x 16 transpose: rows r_j = B[j * ldb + k0 ..] (j < 16) become d[k * 16 + j]. Unpacks of 32- then 64-bit
  * pairs within 128-bit lanes, then two rounds of 128-bit lane shuffles. */
 __attribute__((target("avx512f"))) static void transpose16_avx512(float *d, const float *B, size_t ldb,
@@ -687,6 +715,15 @@ static void block(size_t mc, size_t nc, size_t kc, const packed_a *A, size_t i0,
     size_t kp = (kc + 1) / 2;
     for (size_t c = 0; c < nc; c += GEMM_NR) {
         size_t nr = nc - c < GEMM_NR ? nc - c : GEMM_NR;
+#if defined(__x86_64__) && defined(__GNUC__)
+        if (!b16 && micro == kernel_avx512 && alpha == 1 && (b_eff == 0 || b_eff == 1) && c + 2 * GEMM_NR <= nc) {
+            for (size_t r = 0; r < mc; r += GEMM_MR) /* two whole panels at once */
+                kernel_avx512_c2(kc, A->a + (i0 + r) * A->K + p0 * GEMM_MR, b + c * kc, b + (c + GEMM_NR) * kc,
+                                 C + r * ldc + c, ldc, b_eff == 1, mc - r < GEMM_MR ? mc - r : GEMM_MR);
+            c += GEMM_NR;
+            continue;
+        }
+#endif
         for (size_t r = 0; r < mc; r += GEMM_MR) {
             size_t mr = mc - r < GEMM_MR ? mc - r : GEMM_MR;
             float acc[GEMM_MR * GEMM_NR] __attribute__((aligned(64)));
