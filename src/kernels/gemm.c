@@ -265,12 +265,11 @@ __attribute__((target("avx512f"))) static void kernel_avx512_c2(size_t kc, const
     }
 }
 
-/* 16 x 16 transpose: rows r_j = B[j * ldb + k0 ..] (j < 16) become d[k * 16 + j]. Unpacks of 32- then 64-bit
- * pairs within 128-bit lanes, then two rounds of 128-bit lane shuffles. */
-__attribute__((target("avx512f"))) static void transpose16_avx512(float *d, const float *B, size_t ldb,
-                                                                  size_t k0) {
-    __m512 r[16], t[16], u[16];
-    for (int j = 0; j < 16; j++) r[j] = _mm512_loadu_ps(B + (size_t)j * ldb + k0);
+/* 16 x 16 transpose in registers: o[k] lane j = r[j] lane k. Unpacks of 32- then 64-bit pairs within 128-bit
+ * lanes, then two rounds of 128-bit lane shuffles. */
+__attribute__((target("avx512f"), always_inline)) static inline void transpose16_regs(const __m512 r[16],
+                                                                                     __m512 o[16]) {
+    __m512 t[16], u[16];
     for (int p = 0; p < 8; p++) {
         t[2 * p] = _mm512_unpacklo_ps(r[2 * p], r[2 * p + 1]);
         t[2 * p + 1] = _mm512_unpackhi_ps(r[2 * p], r[2 * p + 1]);
@@ -287,11 +286,18 @@ __attribute__((target("avx512f"))) static void transpose16_avx512(float *d, cons
         __m512 v0 = _mm512_shuffle_f32x4(u[g], u[4 + g], 0x88), v1 = _mm512_shuffle_f32x4(u[g], u[4 + g], 0xdd);
         __m512 w0 = _mm512_shuffle_f32x4(u[8 + g], u[12 + g], 0x88);
         __m512 w1 = _mm512_shuffle_f32x4(u[8 + g], u[12 + g], 0xdd);
-        _mm512_storeu_ps(d + (size_t)g * 16, _mm512_shuffle_f32x4(v0, w0, 0x88));
-        _mm512_storeu_ps(d + (size_t)(g + 8) * 16, _mm512_shuffle_f32x4(v0, w0, 0xdd));
-        _mm512_storeu_ps(d + (size_t)(g + 4) * 16, _mm512_shuffle_f32x4(v1, w1, 0x88));
-        _mm512_storeu_ps(d + (size_t)(g + 12) * 16, _mm512_shuffle_f32x4(v1, w1, 0xdd));
+        o[g] = _mm512_shuffle_f32x4(v0, w0, 0x88), o[g + 8] = _mm512_shuffle_f32x4(v0, w0, 0xdd);
+        o[g + 4] = _mm512_shuffle_f32x4(v1, w1, 0x88), o[g + 12] = _mm512_shuffle_f32x4(v1, w1, 0xdd);
     }
+}
+
+/* A full panel of B^T: rows r_j = B[j * ldb + k0 ..] (j < 16) become d[k * 16 + j]. */
+__attribute__((target("avx512f"))) static void transpose16_avx512(float *d, const float *B, size_t ldb,
+                                                                  size_t k0) {
+    __m512 r[16], o[16];
+    for (int j = 0; j < 16; j++) r[j] = _mm512_loadu_ps(B + (size_t)j * ldb + k0);
+    transpose16_regs(r, o);
+    for (int k = 0; k < 16; k++) _mm512_storeu_ps(d + (size_t)k * 16, o[k]);
 }
 
 /* A full panel of op(A) = A (12 rows from src, row stride lda) over depth kc, as pack_a lays it out
@@ -300,31 +306,11 @@ __attribute__((target("avx512f"))) static void transpose16_avx512(float *d, cons
 __attribute__((target("avx512f"))) static void pack_a12_avx512(float *d, const float *src, size_t lda, size_t kc) {
     size_t k0 = 0;
     for (; k0 + 16 <= kc; k0 += 16) {
-        __m512 r[16], t[16], u[16];
+        __m512 r[16], o[16];
         for (int j = 0; j < 12; j++) r[j] = _mm512_loadu_ps(src + (size_t)j * lda + k0);
         for (int j = 12; j < 16; j++) r[j] = _mm512_setzero_ps();
-        for (int p = 0; p < 8; p++) {
-            t[2 * p] = _mm512_unpacklo_ps(r[2 * p], r[2 * p + 1]);
-            t[2 * p + 1] = _mm512_unpackhi_ps(r[2 * p], r[2 * p + 1]);
-        }
-        for (int m = 0; m < 4; m++) {
-            __m512d a = _mm512_castps_pd(t[4 * m]), b = _mm512_castps_pd(t[4 * m + 1]);
-            __m512d c = _mm512_castps_pd(t[4 * m + 2]), e = _mm512_castps_pd(t[4 * m + 3]);
-            u[4 * m] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-            u[4 * m + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-            u[4 * m + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, e));
-            u[4 * m + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, e));
-        }
-        float *dk = d + k0 * GEMM_MR;
-        for (int g = 0; g < 4; g++) {
-            __m512 v0 = _mm512_shuffle_f32x4(u[g], u[4 + g], 0x88), v1 = _mm512_shuffle_f32x4(u[g], u[4 + g], 0xdd);
-            __m512 w0 = _mm512_shuffle_f32x4(u[8 + g], u[12 + g], 0x88);
-            __m512 w1 = _mm512_shuffle_f32x4(u[8 + g], u[12 + g], 0xdd);
-            _mm512_mask_storeu_ps(dk + (size_t)g * GEMM_MR, 0x0fff, _mm512_shuffle_f32x4(v0, w0, 0x88));
-            _mm512_mask_storeu_ps(dk + (size_t)(g + 8) * GEMM_MR, 0x0fff, _mm512_shuffle_f32x4(v0, w0, 0xdd));
-            _mm512_mask_storeu_ps(dk + (size_t)(g + 4) * GEMM_MR, 0x0fff, _mm512_shuffle_f32x4(v1, w1, 0x88));
-            _mm512_mask_storeu_ps(dk + (size_t)(g + 12) * GEMM_MR, 0x0fff, _mm512_shuffle_f32x4(v1, w1, 0xdd));
-        }
+        transpose16_regs(r, o);
+        for (int k = 0; k < 16; k++) _mm512_mask_storeu_ps(d + (k0 + (size_t)k) * GEMM_MR, 0x0fff, o[k]);
     }
     for (; k0 < kc; k0++)
         for (int i = 0; i < GEMM_MR; i++) d[k0 * GEMM_MR + (size_t)i] = src[(size_t)i * lda + k0];
