@@ -197,22 +197,6 @@ __attribute__((target("avx2,fma"))) static void kernel_avx2(size_t kc, const flo
     }
 }
 
-__attribute__((target("avx512f"))) static void kernel_avx512(size_t kc, const float *restrict a,
-                                                             const float *restrict b, float *restrict acc) {
-    /* acc (MR, NR) = a^T b */
-    __m512 c[GEMM_MR];
-#pragma GCC unroll 12
-    for (int i = 0; i < GEMM_MR; i++) c[i] = _mm512_setzero_ps();
-    for (size_t k = 0; k < kc; k++) {
-        __m512 bk = _mm512_loadu_ps(b + k * GEMM_NR);
-        const float *ak = a + k * GEMM_MR;
-#pragma GCC unroll 12
-        for (int i = 0; i < GEMM_MR; i++) c[i] = _mm512_fmadd_ps(_mm512_set1_ps(ak[i]), bk, c[i]);
-    }
-#pragma GCC unroll 12
-    for (int i = 0; i < GEMM_MR; i++) _mm512_storeu_ps(acc + i * GEMM_NR, c[i]);
-}
-
 /* kernel_avx512 for a block with alpha 1, straight into C (row stride ldc; its first mr rows and nr columns):
  * C = a^T b, or C += a^T b when accumulate (the same sums as the kernel, then write_block's, in the same order). */
 __attribute__((target("avx512f"))) static void kernel_avx512_c(size_t kc, const float *restrict a,
@@ -235,6 +219,12 @@ __attribute__((target("avx512f"))) static void kernel_avx512_c(size_t kc, const 
         __m512 v = accumulate ? _mm512_add_ps(_mm512_maskz_loadu_ps(cols, row), c[i]) : c[i];
         _mm512_mask_storeu_ps(row, cols, v);
     }
+}
+
+/* The micro-kernel contract (acc = a^T b, 12 x 16) by kernel_avx512_c into acc. */
+__attribute__((target("avx512f"))) static void kernel_avx512(size_t kc, const float *restrict a,
+                                                             const float *restrict b, float *restrict acc) {
+    kernel_avx512_c(kc, a, b, acc, GEMM_NR, 0, GEMM_MR, GEMM_NR);
 }
 
 /* kernel_avx512_c over two adjacent B panels (32 columns) at once: 24 accumulators, each broadcast of a serves
