@@ -115,7 +115,8 @@ static void compare_steps(const char *tag, const char *prediction, int l1, int a
          * that may nearly cancel in the first moment, to 1e-4. Adam divides each gradient element by its own running size, so an
          * element whose gradient is within 100x of Adam's eps (1e-8) moves by an amount that FP32 rounding of
          * that tiny gradient decides, in any implementation (torch's own FP32 and FP64 runs differ there).
-         * Such elements (|clipped gradient| < 1e-6 at any step so far, by PyTorch's gradients) are counted and
+         * Such elements (|clipped gradient| < 1e-6 at any step so far, by PyTorch's gradients, plus wd w where
+         * Adam adds L2 weight decay to the gradient, which can cancel it) are counted and
          * only bounded: they may differ by at most 2 lr a step. Attention key biases, whose gradient is zero in
          * exact arithmetic, fall under that rule whole. */
         const df_params *ps = &m->params;
@@ -132,10 +133,12 @@ static void compare_steps(const char *tag, const char *prediction, int l1, int a
                 EXPECT(st_read_f32(&f, name, g, p->ndim, p->shape) == 0, "%s", df_errmsg());
                 snprintf(name, sizeof name, "param.%d.%s", k, p->name);
                 EXPECT(st_read_f32(&f, name, want, p->ndim, p->shape) == 0, "%s", df_errmsg());
-                const float *got = w_after[k] + p->offset;
+                const float *got = w_after[k] + p->offset, *before = (k == 0 ? w0 : w_after[k - 1]) + p->offset;
                 double num = 0, den = 0, maxd = 0;
                 for (size_t j = 0; j < p->numel; j++) {
-                    if (fabsf(g[j]) < 1e-6f) tiny[p->offset + j] = 1;
+                    /* the gradient Adam sees: with L2 weight decay (Adam, not AdamW) it is g + wd w */
+                    double geff = g[j] + (adamw ? 0.0 : wd * before[j]);
+                    if (fabs(geff) < 1e-6) tiny[p->offset + j] = 1;
                     double d = (double)got[j] - want[j];
                     if (tiny[p->offset + j]) {
                         maxd = fmax(maxd, fabs(d));
