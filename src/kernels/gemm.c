@@ -197,6 +197,21 @@ __attribute__((target("avx2,fma"))) static void kernel_avx2(size_t kc, const flo
     }
 }
 
+/* The first mr rows and nr columns of a 12 x 16 block of accumulators into C (row stride ldc): stored, or
+ * added to what is there when accumulate (write_block's arithmetic for alpha 1, beta 0 or 1). */
+__attribute__((target("avx512f"), always_inline)) static inline void store_rows(const __m512 c[GEMM_MR], float *C,
+                                                                                size_t ldc, int accumulate,
+                                                                                size_t mr, size_t nr) {
+    __mmask16 cols = (__mmask16)(nr >= 16 ? 0xffffu : (1u << nr) - 1);
+#pragma GCC unroll 12
+    for (int i = 0; i < GEMM_MR; i++) {
+        if ((size_t)i >= mr) break;
+        float *row = C + i * ldc;
+        __m512 v = accumulate ? _mm512_add_ps(_mm512_maskz_loadu_ps(cols, row), c[i]) : c[i];
+        _mm512_mask_storeu_ps(row, cols, v);
+    }
+}
+
 /* kernel_avx512 for a block with alpha 1, straight into C (row stride ldc; its first mr rows and nr columns):
  * C = a^T b, or C += a^T b when accumulate (the same sums as the kernel, then write_block's, in the same order). */
 __attribute__((target("avx512f"))) static void kernel_avx512_c(size_t kc, const float *restrict a,
@@ -211,14 +226,7 @@ __attribute__((target("avx512f"))) static void kernel_avx512_c(size_t kc, const 
 #pragma GCC unroll 12
         for (int i = 0; i < GEMM_MR; i++) c[i] = _mm512_fmadd_ps(_mm512_set1_ps(ak[i]), bk, c[i]);
     }
-    __mmask16 cols = (__mmask16)(nr >= 16 ? 0xffffu : (1u << nr) - 1);
-#pragma GCC unroll 12
-    for (int i = 0; i < GEMM_MR; i++) {
-        if ((size_t)i >= mr) break;
-        float *row = C + i * ldc;
-        __m512 v = accumulate ? _mm512_add_ps(_mm512_maskz_loadu_ps(cols, row), c[i]) : c[i];
-        _mm512_mask_storeu_ps(row, cols, v);
-    }
+    store_rows(c, C, ldc, accumulate, mr, nr);
 }
 
 /* The micro-kernel contract (acc = a^T b, 12 x 16) by kernel_avx512_c into acc. */
@@ -365,10 +373,13 @@ static void kernel_bf16_c(size_t kp, const uint32_t *restrict a, const uint32_t 
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("avx512f,avx512bf16"))) static void kernel_bf16_avx512(size_t kp, const uint32_t *restrict a,
-                                                                            const uint32_t *restrict b,
-                                                                            float *restrict acc) {
-    /* acc (MR, NR) = a^T b over pairs: 12 zmm accumulators, a pair of b in each lane, a's pair broadcast */
+/* kernel_bf16_avx512 for a block with alpha 1, straight into C (row stride ldc; its first mr rows and nr
+ * columns): C = a^T b, or C += a^T b when accumulate (the kernel's sums, then write_block's, in the same order). */
+__attribute__((target("avx512f,avx512bf16"))) static void kernel_bf16_avx512_c(size_t kp, const uint32_t *restrict a,
+                                                                              const uint32_t *restrict b,
+                                                                              float *restrict C, size_t ldc,
+                                                                              int accumulate, size_t mr, size_t nr) {
+    /* C (mr, nr) (+)= a^T b over pairs: 12 zmm accumulators, a pair of b in each lane, a's pair broadcast */
     __m512 c[GEMM_MR];
 #pragma GCC unroll 12
     for (int i = 0; i < GEMM_MR; i++) c[i] = _mm512_setzero_ps();
@@ -378,8 +389,43 @@ __attribute__((target("avx512f,avx512bf16"))) static void kernel_bf16_avx512(siz
 #pragma GCC unroll 12
         for (int i = 0; i < GEMM_MR; i++) c[i] = _mm512_dpbf16_ps(c[i], (__m512bh)_mm512_set1_epi32((int)ak[i]), bk);
     }
+    store_rows(c, C, ldc, accumulate, mr, nr);
+}
+
+/* The micro-kernel contract (acc = a^T b over pairs, 12 x 16) by kernel_bf16_avx512_c into acc. */
+__attribute__((target("avx512f,avx512bf16"))) static void kernel_bf16_avx512(size_t kp, const uint32_t *restrict a,
+                                                                            const uint32_t *restrict b,
+                                                                            float *restrict acc) {
+    kernel_bf16_avx512_c(kp, a, b, acc, GEMM_NR, 0, GEMM_MR, GEMM_NR);
+}
+
+/* kernel_bf16_avx512_c over two adjacent B pair panels (32 columns): 24 accumulators, each broadcast of a's
+ * pair serves two vdpbf16ps (14 loads for 24 products instead of 13 for 12). Same sums, same order. */
+__attribute__((target("avx512f,avx512bf16"))) static void kernel_bf16_avx512_c2(size_t kp, const uint32_t *restrict a,
+                                                                               const uint32_t *restrict b0,
+                                                                               const uint32_t *restrict b1,
+                                                                               float *restrict C, size_t ldc,
+                                                                               int accumulate, size_t mr) {
+    __m512 c0[GEMM_MR], c1[GEMM_MR];
 #pragma GCC unroll 12
-    for (int i = 0; i < GEMM_MR; i++) _mm512_storeu_ps(acc + i * GEMM_NR, c[i]);
+    for (int i = 0; i < GEMM_MR; i++) c0[i] = _mm512_setzero_ps(), c1[i] = _mm512_setzero_ps();
+    for (size_t k = 0; k < kp; k++) {
+        __m512bh x0 = (__m512bh)_mm512_loadu_si512(b0 + k * GEMM_NR), x1 = (__m512bh)_mm512_loadu_si512(b1 + k * GEMM_NR);
+        const uint32_t *ak = a + k * GEMM_MR;
+#pragma GCC unroll 12
+        for (int i = 0; i < GEMM_MR; i++) {
+            __m512bh ai = (__m512bh)_mm512_set1_epi32((int)ak[i]);
+            c0[i] = _mm512_dpbf16_ps(c0[i], ai, x0);
+            c1[i] = _mm512_dpbf16_ps(c1[i], ai, x1);
+        }
+    }
+#pragma GCC unroll 12
+    for (int i = 0; i < GEMM_MR; i++) {
+        if ((size_t)i >= mr) break;
+        float *row = C + i * ldc;
+        _mm512_storeu_ps(row, accumulate ? _mm512_add_ps(_mm512_loadu_ps(row), c0[i]) : c0[i]);
+        _mm512_storeu_ps(row + 16, accumulate ? _mm512_add_ps(_mm512_loadu_ps(row + 16), c1[i]) : c1[i]);
+    }
 }
 #endif
 
@@ -507,7 +553,7 @@ static void kernel_amx(size_t nk, const uint32_t *a, size_t ablock, const uint32
     DF_CHECK(0, "AMX kernel on a build without AMX");
 }
 static void to_pairs16_avx512(uint32_t *dst, const float *src, size_t kc, size_t kpad) {
-    (void)dst, (void)src, (void)kc, (void)kpad;
+    to_pairs(dst, src, kc, 16, kpad); /* the same bits, portably */
 }
 static void amx_a_block_avx512(uint32_t *t, const float *ap, size_t M, size_t K, size_t row0, size_t k0) {
     (void)t, (void)ap, (void)M, (void)K, (void)row0, (void)k0;
@@ -692,6 +738,21 @@ static void block(size_t mc, size_t nc, size_t kc, const packed_a *A, size_t i0,
     for (size_t c = 0; c < nc; c += GEMM_NR) {
         size_t nr = nc - c < GEMM_NR ? nc - c : GEMM_NR;
 #if defined(__x86_64__) && defined(__GNUC__)
+        if (b16 && micro16 == kernel_bf16_avx512 && alpha == 1 && (b_eff == 0 || b_eff == 1)) {
+            const uint32_t *a16 = A->a16 + i0 * A->K2 + p0 / 2 * GEMM_MR;
+            int two = c + 2 * GEMM_NR <= nc; /* two whole panels at once */
+            for (size_t r = 0; r < mc; r += GEMM_MR) {
+                size_t mr = mc - r < GEMM_MR ? mc - r : GEMM_MR;
+                if (two)
+                    kernel_bf16_avx512_c2(kp, a16 + r * A->K2, b16 + c * kp, b16 + (c + GEMM_NR) * kp,
+                                          C + r * ldc + c, ldc, b_eff == 1, mr);
+                else
+                    kernel_bf16_avx512_c(kp, a16 + r * A->K2, b16 + c * kp, C + r * ldc + c, ldc, b_eff == 1, mr,
+                                         nr);
+            }
+            c += two ? GEMM_NR : 0;
+            continue;
+        }
         if (!b16 && micro == kernel_avx512 && alpha == 1 && (b_eff == 0 || b_eff == 1) && c + 2 * GEMM_NR <= nc) {
             for (size_t r = 0; r < mc; r += GEMM_MR) /* two whole panels at once */
                 kernel_avx512_c2(kc, A->a + (i0 + r) * A->K + p0 * GEMM_MR, b + c * kc, b + (c + GEMM_NR) * kc,
@@ -727,7 +788,7 @@ static const uint32_t *pack_slice(float *bp, const packed_a *A, size_t p0, size_
     size_t kp = slice_pairs(kc, A->amx);
     uint32_t *b16 = (uint32_t *)df_scratch(GEMM_SLOT_B16, (size_t)GEMM_KC / 2 * GEMM_NC);
     for (size_t c = 0; c < nc; c += GEMM_NR) {
-        if (A->amx)
+        if (A->amx || micro16 == kernel_bf16_avx512) /* AVX-512 BF16 converts: the same bits */
             to_pairs16_avx512(b16 + c * kp, bp + c * kc, kc, kp);
         else
             to_pairs(b16 + c * kp, bp + c * kc, kc, GEMM_NR, kp);
