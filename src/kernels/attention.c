@@ -117,15 +117,25 @@ static void attention_head_forward(float *o, float *p_all, const float *qh, cons
 /* attention_forward: same result as attention_forward_ref (see kernels.h). With probs it stores the full
  * (B, heads, T, T) probabilities; with probs NULL it needs only ATT_ROWS x T floats of scratch per thread.
  * Both paths give bitwise-identical out. */
+/* One (image, head) pair of attention_forward: the loop body, run by a team or not. */
+static void head_forward(float *out, float *probs, const float *q, const float *k, const float *v, size_t bh,
+                         size_t dh, size_t T) {
+    size_t off = bh * dh * T; /* (b*C + h*dh) * T */
+    attention_head_forward(out + off, probs ? probs + bh * T * T : NULL, q + off, k + off, v + off, dh, T);
+}
+
+
 void attention_forward(float *out, float *probs, const float *q, const float *k, const float *v, size_t B,
                        size_t C, size_t T, size_t heads) {
     /* out (B, C, T) = attention(q, k, v (B, C, T)); probs (B, heads, T, T) or NULL */
     DF_CHECK(heads > 0 && C % heads == 0, "attention: %zu channels do not split into %zu heads", C, heads);
     size_t dh = C / heads, pairs = B * heads;
-#pragma omp parallel for schedule(dynamic, 1) if (att_outer_parallel(pairs, dh, T))
-    for (size_t bh = 0; bh < pairs; bh++) {
-        size_t off = bh * dh * T; /* (b*C + h*dh) * T */
-        attention_head_forward(out + off, probs ? probs + bh * T * T : NULL, q + off, k + off, v + off, dh, T);
+    if (att_outer_parallel(pairs, dh, T)) { /* a region only for a team (kernels.h) */
+#pragma omp parallel for schedule(dynamic, 1)
+        for (size_t bh = 0; bh < pairs; bh++)
+            head_forward(out, probs, q, k, v, bh, dh, T);
+    } else {
+        for (size_t bh = 0; bh < pairs; bh++) head_forward(out, probs, q, k, v, bh, dh, T);
     }
 }
 
@@ -157,6 +167,13 @@ static void attention_head_backward(float *dqh, float *dkh, float *dvh, const fl
     }
 }
 
+/* One (image, head) pair of attention_backward. */static void head_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
+                          const float *v, const float *probs, size_t bh, size_t dh, size_t T) {
+    size_t off = bh * dh * T;
+    attention_head_backward(dq ? dq + off : NULL, dk ? dk + off : NULL, dv ? dv + off : NULL, dout + off, q + off,
+                            k + off, v + off, probs + bh * T * T, dh, T);
+}
+
 /* attention_backward: gradients of attention_forward given the probs it saved; accumulates into dq, dk, dv
  * (NULL ones skipped). Needs ATT_ROWS x T floats of scratch per thread. */
 void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
@@ -165,10 +182,10 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
     DF_CHECK(heads > 0 && C % heads == 0, "attention: %zu channels do not split into %zu heads", C, heads);
     DF_CHECK(probs != NULL, "attention_backward needs the probabilities saved by attention_forward");
     size_t dh = C / heads, pairs = B * heads;
-#pragma omp parallel for schedule(dynamic, 1) if (att_outer_parallel(pairs, dh, T))
-    for (size_t bh = 0; bh < pairs; bh++) {
-        size_t off = bh * dh * T;
-        attention_head_backward(dq ? dq + off : NULL, dk ? dk + off : NULL, dv ? dv + off : NULL, dout + off,
-                                q + off, k + off, v + off, probs + bh * T * T, dh, T);
+    if (att_outer_parallel(pairs, dh, T)) { /* a region only for a team (kernels.h) */
+#pragma omp parallel for schedule(dynamic, 1)
+        for (size_t bh = 0; bh < pairs; bh++) head_backward(dq, dk, dv, dout, q, k, v, probs, bh, dh, T);
+    } else {
+        for (size_t bh = 0; bh < pairs; bh++) head_backward(dq, dk, dv, dout, q, k, v, probs, bh, dh, T);
     }
 }

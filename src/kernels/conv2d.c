@@ -384,9 +384,14 @@ void conv2d_forward_packed(float *out, const float *in, const float *wp, const f
 #endif
     double macs = (double)d->B * (double)out_sz * (double)K;
     int by_image = threads > 1 && B >= threads && macs > (double)(1 << 18); /* tiny ones stay serial */
-#pragma omp parallel for schedule(dynamic, 1) if (by_image)
-    for (ptrdiff_t b = 0; b < B; b++)
-        conv_forward_image(out + (size_t)b * out_sz, in + (size_t)b * in_sz, wp, bias, d, Ho, Wo);
+    if (by_image) { /* a region only for a team (kernels.h) */
+#pragma omp parallel for schedule(dynamic, 1)
+        for (ptrdiff_t b = 0; b < B; b++)
+            conv_forward_image(out + (size_t)b * out_sz, in + (size_t)b * in_sz, wp, bias, d, Ho, Wo);
+    } else {
+        for (ptrdiff_t b = 0; b < B; b++)
+            conv_forward_image(out + (size_t)b * out_sz, in + (size_t)b * in_sz, wp, bias, d, Ho, Wo);
+    }
 }
 
 /* conv2d_forward: same result as conv2d_forward_ref; the weights are packed (or transformed) for this call. */

@@ -201,9 +201,14 @@ void convt2d_forward(float *out, const float *in, const float *weight, const flo
     int by_image = threads > 1 && B >= threads && macs > (double)(1 << 18);
     float *wp = df_scratch(CONVT_SLOT_WPACK, gemm_packed_a_size(M, d->C_in));
     gemm_pack_a(wp, 1, weight, M, M, d->C_in, !by_image);
-#pragma omp parallel for schedule(dynamic, 1) if (by_image)
-    for (ptrdiff_t b = 0; b < B; b++)
-        convt_forward_image(out + (size_t)b * out_sz, in + (size_t)b * in_sz, wp, bias, d, Ho, Wo);
+    if (by_image) { /* a region only for a team (kernels.h) */
+#pragma omp parallel for schedule(dynamic, 1)
+        for (ptrdiff_t b = 0; b < B; b++)
+            convt_forward_image(out + (size_t)b * out_sz, in + (size_t)b * in_sz, wp, bias, d, Ho, Wo);
+    } else {
+        for (ptrdiff_t b = 0; b < B; b++)
+            convt_forward_image(out + (size_t)b * out_sz, in + (size_t)b * in_sz, wp, bias, d, Ho, Wo);
+    }
 }
 
 /* ---- backward ---- */

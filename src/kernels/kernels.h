@@ -12,6 +12,10 @@
  *     weights), 6 and 7 (the input gradient as a convolution: rotated weights, its result), and Winograd's
  *     0, 1, 4, 5 inside; transposed convolution 0 and 1; attention 0; group norm + SiLU 0 and 1. A kernel
  *     only calls others whose slots it does not hold.
+ *   - Threads: one level. A kernel whose loop calls other parallel kernels (a convolution over images calls
+ *     gemm) opens its region only when it runs as a team, never as `parallel if (0)`: the inner kernel's
+ *     region inside such an inactive one is a nested team, which libgomp starts and ends with a new thread
+ *     every call (fmnist-m's forward at batch 1 on 2 threads: 115 threads a pass, 4.6 images/s for 50).
  */
 #ifndef DF_KERNELS_H
 #define DF_KERNELS_H

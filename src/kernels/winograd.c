@@ -15,6 +15,10 @@
 #include "kernels.h"
 #include "vmath.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 /* Scratch slots used here (conv2d's own 0 and 1, gemm's 2 and 3, conv2d backward's 4 are not live now):
  * 0 the transformed weights (packed), 1 each thread's V, 4 its M, 5 its row buffers in the transforms. */
 #define WG_SLOT_U 0
@@ -232,11 +236,13 @@ DF_CLONES static void transform_inputs(float *V, const float *in, const conv2d_d
  * edge (odd sizes) are dropped. Per output channel: A^T m over all the chunk's tiles at once, then each tile
  * row's two output rows. */
 DF_CLONES static void transform_outputs(float *out, const float *M, const float *bias, const conv2d_dims *d,
-                                        size_t th, size_t tw, size_t row0, size_t nrows, float *buf) {
-    /* tile rows [row0, row0 + nrows) of out (B, Co, H, W) <- M (16, Co, nrows * tw); buf: 8 N */
+                                        size_t th, size_t tw, size_t row0, size_t nrows, float *buf, size_t o0,
+                                        size_t o1) {
+    /* tile rows [row0, row0 + nrows) of output channels [o0, o1) of out (B, Co, H, W) <- M (16, Co, nrows * tw);
+     * buf: 8 N */
     size_t Co = d->C_out, H = d->H, W = d->W, N = nrows * tw;
     float *s = buf; /* s[r][c][n] = A^T m */
-    for (size_t o = 0; o < Co; o++) {
+    for (size_t o = o0; o < o1; o++) {
         float bv = bias ? bias[o] : 0.0f;
         for (int c = 0; c < 4; c++) { /* A^T m, column c of the 4x4 */
             const float *m0 = M + ((size_t)(0 * 4 + c) * Co + o) * N, *m1 = M + ((size_t)(1 * 4 + c) * Co + o) * N;
@@ -281,6 +287,38 @@ void conv2d_winograd_pack_weights(float *Up, const float *weight, const conv2d_d
     for (int xi = 0; xi < 16; xi++) gemm_pack_a_bf16(Up + (size_t)xi * ap, Co, Ci);
 }
 
+/* M[xi] (Co x n) = U[xi] V[xi] for one of the 16 positions of a chunk's n tiles (serial inside a parallel
+ * region). */
+static void position_gemm(float *M, const float *V, const float *Up, int xi, size_t Co, size_t Ci, size_t n) {
+    gemm_plain_b_ctx vb = {0, V + (size_t)xi * Ci * n, n};
+    gemm_prepacked(Co, n, Ci, 1.0f, Up + (size_t)xi * gemm_packed_a_size(Co, Ci), gemm_plain_b, &vb, 0.0f,
+                   M + (size_t)xi * Co * n, n);
+}
+
+/* conv2d_forward_winograd_packed when there are fewer chunks than threads (a batch of one image): the team
+ * does each chunk together, splitting the input transform by input channel, the 16 GEMMs by position and the
+ * output transform by output channel. Every value is computed as the chunk-per-thread loop computes it. */
+static void forward_chunks_by_team(float *out, const float *in, const float *Up, const float *bias,
+                                   const conv2d_dims *d, size_t per, size_t chunks) {
+    size_t Ci = d->C_in, Co = d->C_out, th = (d->H + 1) / 2, tw = (d->W + 1) / 2, rows = d->B * th, N = per * tw;
+    float *V = df_scratch(WG_SLOT_V, 16 * Ci * N), *M = df_scratch(WG_SLOT_M, 16 * Co * N); /* shared */
+#pragma omp parallel
+    {
+        float *buf = df_scratch(5, 16 * N);
+        for (size_t c = 0; c < chunks; c++) {
+            size_t row0 = c * per, nr = rows - row0 < per ? rows - row0 : per, n = nr * tw;
+#pragma omp for schedule(static)
+            for (ptrdiff_t i = 0; i < (ptrdiff_t)Ci; i++)
+                transform_inputs(V, in, d, th, tw, row0, nr, buf, (size_t)i, (size_t)i + 1);
+#pragma omp for schedule(static)
+            for (int xi = 0; xi < 16; xi++) position_gemm(M, V, Up, xi, Co, Ci, n);
+#pragma omp for schedule(static)
+            for (ptrdiff_t o = 0; o < (ptrdiff_t)Co; o++)
+                transform_outputs(out, M, bias, d, th, tw, row0, nr, buf, (size_t)o, (size_t)o + 1);
+        }
+    }
+}
+
 void conv2d_forward_winograd_packed(float *out, const float *in, const float *Up, const float *bias,
                                     const conv2d_dims *d) {
     /* out (B, Co, H, W) = conv3x3(in (B, Ci, H, W), U packed by conv2d_winograd_pack_weights, pad 1) + bias */
@@ -288,7 +326,14 @@ void conv2d_forward_winograd_packed(float *out, const float *in, const float *Up
     size_t Ci = d->C_in, Co = d->C_out, th = (d->H + 1) / 2, tw = (d->W + 1) / 2, rows = d->B * th;
     /* chunks of whole tile rows, about WG_TILES tiles: V and M of a chunk stay in cache */
     size_t per = WG_TILES / tw ? WG_TILES / tw : 1, chunks = (rows + per - 1) / per;
-    size_t ap = gemm_packed_a_size(Co, Ci);
+    int threads = 1;
+#ifdef _OPENMP
+    threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+#endif
+    if (threads > 1 && chunks < (size_t)threads) {
+        forward_chunks_by_team(out, in, Up, bias, d, per, chunks);
+        return;
+    }
 #pragma omp parallel
     {
         size_t N = per * tw;
@@ -298,12 +343,8 @@ void conv2d_forward_winograd_packed(float *out, const float *in, const float *Up
         for (ptrdiff_t c = 0; c < (ptrdiff_t)chunks; c++) {
             size_t row0 = (size_t)c * per, nr = rows - row0 < per ? rows - row0 : per, n = nr * tw;
             transform_inputs(V, in, d, th, tw, row0, nr, buf, 0, Ci);
-            for (int xi = 0; xi < 16; xi++) { /* serial inside the parallel region */
-                gemm_plain_b_ctx vb = {0, V + (size_t)xi * Ci * n, n};
-                gemm_prepacked(Co, n, Ci, 1.0f, Up + (size_t)xi * ap, gemm_plain_b, &vb, 0.0f,
-                               M + (size_t)xi * Co * n, n);
-            }
-            transform_outputs(out, M, bias, d, th, tw, row0, nr, buf);
+            for (int xi = 0; xi < 16; xi++) position_gemm(M, V, Up, xi, Co, Ci, n);
+            transform_outputs(out, M, bias, d, th, tw, row0, nr, buf, 0, Co);
         }
     }
 }

@@ -298,11 +298,6 @@ static void set_inputs(df_unet *m, df_graph *g, const float *x, const float *t) 
     memcpy(g->t[m->t_in].data, t, g->t[m->t_in].numel * sizeof(float));
 }
 
-/* Below this much work per call, two threads lose to one on this project's machines: the per-op parallel
- * regions cost more than they share (measured: fmnist-m forward at batch 1, 24.5 images/s on 1 thread,
- * 10.4 on 2). Such calls run on one thread; results are the same bitwise at any thread count. */
-#define DF_SERIAL_FLOPS 5e9
-
 void df_unet_freeze(df_unet *m, int frozen) {
     m->frozen = frozen;
     if (!frozen && m->have_graph) df_graph_unpack_weights(&m->graph);
@@ -312,10 +307,7 @@ void df_unet_forward(df_unet *m, float *out, const float *x, const float *t, siz
     df_graph *g = graph_for(m, B, 0);
     if (m->frozen && !g->packed) df_graph_pack_weights(g);
     set_inputs(m, g, x, t);
-    int threads = df_threads();
-    if (threads > 1 && df_graph_flops(g) < DF_SERIAL_FLOPS) df_set_threads(1);
     df_graph_forward(g);
-    if (df_threads() != threads) df_set_threads(threads);
     memcpy(out, g->t[g->output].data, g->t[g->output].numel * sizeof(float));
 }
 
