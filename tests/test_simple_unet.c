@@ -392,7 +392,12 @@ TEST(simple_unet_cli_train_sample_resume) {
     snprintf(args, sizeof args, "%s --steps 2 --out simple-split", common);
     st = df_test_diffuse(out, sizeof out, args);
     EXPECT(st == 0, "diffuse %s: %s", args, out);
-    snprintf(args, sizeof args, "%s --steps 4 --out simple-split --resume", common);
+    /* --resume alone takes the run's settings (config, data, loss, lr, seed...); a different one is refused */
+    snprintf(args, sizeof args, "train --out simple-split --resume --steps 4 --lr 1e-4");
+    st = df_test_diffuse(out, sizeof out, args);
+    EXPECT(st != 0 && strstr(out, "--lr 0.0001 (the run has 8e-05)"), "diffuse %s should refuse the other --lr: %s",
+           args, out);
+    snprintf(args, sizeof args, "train --out simple-split --resume --steps 4 --save-every 2 --threads 1");
     st = df_test_diffuse(out, sizeof out, args);
     EXPECT(st == 0, "diffuse %s: %s", args, out);
     const char *files[] = {"trainer/state.safetensors", "unet/diffusion_pytorch_model.safetensors", "unet/config.json"};

@@ -10,6 +10,7 @@
 #include "cli/commands.h"
 #include "cli/flags.h"
 #include "io/file.h"
+#include "io/safetensors.h"
 #include "train/train.h"
 
 static const char usage[] =
@@ -38,6 +39,50 @@ static char *args_json(const df_flag *flags, int n) {
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     return s;
+}
+
+/* The flag name an argument sets (--name, --name=value, --no-name), or "" for a value or positional. */
+static int names_flag(const char *arg, const char *name) {
+    if (strncmp(arg, "--", 2)) return 0;
+    arg += 2;
+    if (!strncmp(arg, "no-", 3) && !strcmp(arg + 3, name)) return 1;
+    size_t n = strlen(name);
+    return !strncmp(arg, name, n) && (arg[n] == 0 || arg[n] == '=');
+}
+
+/* --resume: the settings saved in RUN/trainer/state.safetensors, as arguments for every flag that the command
+ * line leaves out (volatile ones aside), put before the user's own; so `--out RUN --resume` alone continues a
+ * run. The result has *argc2 entries; NULL, and nothing to add, when the run has no
+ * readable state: df_train then says what is missing. The strings live as long as the process. */
+static char **saved_args(const char *out, int argc, char **argv, const df_flag *flags, int nflags, int *argc2) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/trainer/state.safetensors", out);
+    st_file f;
+    if (st_open(&f, path)) return NULL;
+    cJSON *saved = cJSON_Parse(st_metadata(&f, "args") ? st_metadata(&f, "args") : "{}");
+    st_close(&f);
+    char **v = df_calloc((size_t)(2 * nflags + argc), sizeof *v);
+    int n = 0;
+    for (int i = 0; i < nflags; i++) {
+        const df_flag *fl = &flags[i];
+        const cJSON *it = cJSON_GetObjectItemCaseSensitive(saved, fl->name);
+        int given = 0, vol = 0;
+        for (int a = 0; a < argc; a++) given |= names_flag(argv[a], fl->name);
+        for (int k = 0; volatile_keys[k]; k++) vol |= !strcmp(volatile_keys[k], fl->name);
+        if (given || vol || !cJSON_IsString(it) || !*it->valuestring) continue;
+        char arg[80];
+        if (fl->type == FL_BOOL) {
+            snprintf(arg, sizeof arg, "--%s%s", strcmp(it->valuestring, "0") ? "" : "no-", fl->name);
+            v[n++] = strdup(arg);
+        } else {
+            snprintf(arg, sizeof arg, "--%s", fl->name);
+            v[n++] = strdup(arg), v[n++] = strdup(it->valuestring);
+        }
+    }
+    cJSON_Delete(saved);
+    for (int a = 0; a < argc; a++) v[n++] = strdup(argv[a]);
+    *argc2 = n;
+    return v;
 }
 
 int cmd_train(int argc, char **argv) {
@@ -86,12 +131,19 @@ int cmd_train(int argc, char **argv) {
         {"sample-every", FL_INT, "1000", "sample grid from the EMA weights every N steps (0: never)", &sample_every},
         {"n-samples", FL_INT, "16", "images in each sample grid", &n_samples},
         {"log-every", FL_INT, "10", "metrics.csv row every N steps", &log_every},
-        {"resume", FL_BOOL, "0", "continue the run in --out from its last checkpoint", &resume},
+        {"resume", FL_BOOL, "0", "continue the run in --out from its last checkpoint, with the settings it was started with", &resume},
     };
     int nflags = (int)(sizeof flags / sizeof flags[0]), npos;
     const char *pos[1];
     int rc = df_flags_parse(flags, nflags, argc, argv, usage, pos, 0, &npos);
     if (rc) return rc < 0 ? 1 : 0;
+    static char **argv2; /* the string flags point into it until the process ends */
+    int argc2 = 0;
+    if (resume && out && (argv2 = saved_args(out, argc, argv, flags, nflags, &argc2))) {
+        /* again, with the run's settings first: the user's own still win (and are checked against them) */
+        rc = df_flags_parse(flags, nflags, argc2, argv2, usage, pos, 0, &npos);
+        if (rc) return rc < 0 ? 1 : 0;
+    }
 
     /* ---- checks: each names its flag ---- */
 #define BAD(...) (fprintf(stderr, "diffuse train: " __VA_ARGS__), fprintf(stderr, "\n"), 1)

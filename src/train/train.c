@@ -65,6 +65,15 @@ static int save_state(trainer *tr) {
     return st_write(path, e, nb ? 7 : 5, meta, 2);
 }
 
+/* A saved setting for a message: a number with %g's digits, anything else as it is. */
+static const char *readable(char *buf, size_t n, const char *v) {
+    char *end;
+    double x = strtod(v, &end);
+    if (end == v || *end) return v;
+    snprintf(buf, n, "%g", x);
+    return buf;
+}
+
 /* Compares the saved settings with the current ones; differences (other than volatile keys) are an error
  * that lists them. */
 static int compare_args(const char *saved, const char *now, const char *const *volatile_keys, const char *path) {
@@ -77,9 +86,11 @@ static int compare_args(const char *saved, const char *now, const char *const *v
         if (skip) continue;
         const cJSON *g = cJSON_GetObjectItemCaseSensitive(a, f->string);
         const char *va = cJSON_IsString(g) ? g->valuestring : "(unset)", *vb = cJSON_IsString(f) ? f->valuestring : "?";
-        if (strcmp(va, vb) && k < sizeof diff - 1)
+        if (strcmp(va, vb) && k < sizeof diff - 1) {
+            char sa[64], sb[64]; /* numbers as a person writes them (they are saved to the last digit) */
             k += (size_t)snprintf(diff + k, sizeof diff - k, "%s--%s %s (the run has %s)", k ? ", " : "", f->string,
-                                  vb, va);
+                                  readable(sb, sizeof sb, vb), readable(sa, sizeof sa, va));
+        }
     }
     cJSON_Delete(a);
     cJSON_Delete(b);
