@@ -23,16 +23,20 @@
 /* 1 / sqrt(dh) rounded to float, as torch's scale = dh ** -0.5. */
 static float att_scale(size_t dh) { return (float)(1.0 / sqrt((double)dh)); }
 
+/* Threads a kernel called here may use: 1 inside a parallel region. */
+static int team_size(void) {
+#ifdef _OPENMP
+    return omp_in_parallel() ? 1 : omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
 /* Whether to split the B * heads (image, head) pairs over threads rather than inside each gemm: when there
  * are at least as many pairs as threads and enough work (about 2 dh T^2 multiply-adds per pair). */
 static int att_outer_parallel(size_t pairs, size_t dh, size_t T) {
-#ifdef _OPENMP
-    int t = omp_in_parallel() ? 1 : omp_get_max_threads();
+    int t = team_size();
     return t > 1 && pairs >= (size_t)t && 2.0 * (double)pairs * (double)dh * (double)T * (double)T > (1 << 18);
-#else
-    (void)pairs, (void)dh, (void)T;
-    return 0;
-#endif
 }
 
 /* ---- reference ---- */
@@ -94,7 +98,19 @@ static void softmax_rows(float *s, size_t rows, size_t T) {
     for (size_t r = 0; r < rows; r++) softmax_row(s + r * T, T);
 }
 
-/* One (image, head): rows i0.. of P go to p (ld T), either probs or a scratch block. */
+/* Query rows [i0, i0 + ATT_ROWS) of one (image, head) without saving probabilities: o[:, rows] from the
+ * rows' scores in the calling thread's scratch block. */
+static void row_block_forward(float *o, const float *qh, const float *kh, const float *vh, size_t dh, size_t T,
+                              size_t i0) {
+    float scale = att_scale(dh);
+    float *p = df_scratch(ATT_SLOT, (size_t)ATT_ROWS * T);
+    size_t r = T - i0 < ATT_ROWS ? T - i0 : ATT_ROWS;
+    gemm(1, 0, r, T, dh, scale, qh + i0, T, kh, T, 0.0f, p, T); /* p (r, T) = scores of rows i0.. */
+    softmax_rows(p, r, T);
+    gemm(0, 1, dh, r, T, 1.0f, vh, T, p, T, 0.0f, o + i0, T); /* o[:, i0:i0+r] = vh p^T */
+}
+
+/* One (image, head): all of P into p_all (probs), or row blocks through scratch. */
 static void attention_head_forward(float *o, float *p_all, const float *qh, const float *kh, const float *vh,
                                    size_t dh, size_t T) {
     /* o (dh, T) = vh (dh, T) softmax(qh^T kh * scale)^T */
@@ -105,18 +121,9 @@ static void attention_head_forward(float *o, float *p_all, const float *qh, cons
         gemm(0, 1, dh, T, T, 1.0f, vh, T, p_all, T, 0.0f, o, T);
         return;
     }
-    float *p = df_scratch(ATT_SLOT, (size_t)ATT_ROWS * T);
-    for (size_t i0 = 0; i0 < T; i0 += ATT_ROWS) {
-        size_t r = T - i0 < ATT_ROWS ? T - i0 : ATT_ROWS;
-        gemm(1, 0, r, T, dh, scale, qh + i0, T, kh, T, 0.0f, p, T); /* p (r, T) = scores of rows i0.. */
-        softmax_rows(p, r, T);
-        gemm(0, 1, dh, r, T, 1.0f, vh, T, p, T, 0.0f, o + i0, T); /* o[:, i0:i0+r] = vh p^T */
-    }
+    for (size_t i0 = 0; i0 < T; i0 += ATT_ROWS) row_block_forward(o, qh, kh, vh, dh, T, i0);
 }
 
-/* attention_forward: same result as attention_forward_ref (see kernels.h). With probs it stores the full
- * (B, heads, T, T) probabilities; with probs NULL it needs only ATT_ROWS x T floats of scratch per thread.
- * Both paths give bitwise-identical out. */
 /* One (image, head) pair of attention_forward: the loop body, run by a team or not. */
 static void head_forward(float *out, float *probs, const float *q, const float *k, const float *v, size_t bh,
                          size_t dh, size_t T) {
@@ -125,6 +132,9 @@ static void head_forward(float *out, float *probs, const float *q, const float *
 }
 
 
+/* attention_forward: same result as attention_forward_ref (see kernels.h). With probs it stores the full
+ * (B, heads, T, T) probabilities; with probs NULL it needs only ATT_ROWS x T floats of scratch per thread.
+ * Both paths give bitwise-identical out. */
 void attention_forward(float *out, float *probs, const float *q, const float *k, const float *v, size_t B,
                        size_t C, size_t T, size_t heads) {
     /* out (B, C, T) = attention(q, k, v (B, C, T)); probs (B, heads, T, T) or NULL */
@@ -134,6 +144,15 @@ void attention_forward(float *out, float *probs, const float *q, const float *k,
 #pragma omp parallel for schedule(dynamic, 1)
         for (size_t bh = 0; bh < pairs; bh++)
             head_forward(out, probs, q, k, v, bh, dh, T);
+    } else if (!probs && T > ATT_ROWS && team_size() > 1) {
+        /* fewer pairs than threads (sampling a batch of one): the team splits each pair's row blocks */
+        ptrdiff_t blocks = (ptrdiff_t)((T + ATT_ROWS - 1) / ATT_ROWS);
+        for (size_t bh = 0; bh < pairs; bh++) {
+            size_t off = bh * dh * T;
+#pragma omp parallel for schedule(dynamic, 1)
+            for (ptrdiff_t ib = 0; ib < blocks; ib++)
+                row_block_forward(out + off, q + off, k + off, v + off, dh, T, (size_t)ib * ATT_ROWS);
+        }
     } else {
         for (size_t bh = 0; bh < pairs; bh++) head_forward(out, probs, q, k, v, bh, dh, T);
     }
