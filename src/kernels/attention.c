@@ -131,7 +131,6 @@ static void head_forward(float *out, float *probs, const float *q, const float *
     attention_head_forward(out + off, probs ? probs + bh * T * T : NULL, q + off, k + off, v + off, dh, T);
 }
 
-
 /* attention_forward: same result as attention_forward_ref (see kernels.h). With probs it stores the full
  * (B, heads, T, T) probabilities; with probs NULL it needs only ATT_ROWS x T floats of scratch per thread.
  * Both paths give bitwise-identical out. */
@@ -186,7 +185,8 @@ static void attention_head_backward(float *dqh, float *dkh, float *dvh, const fl
     }
 }
 
-/* One (image, head) pair of attention_backward. */static void head_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
+/* One (image, head) pair of attention_backward. */
+static void head_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
                           const float *v, const float *probs, size_t bh, size_t dh, size_t T) {
     size_t off = bh * dh * T;
     attention_head_backward(dq ? dq + off : NULL, dk ? dk + off : NULL, dv ? dv + off : NULL, dout + off, q + off,
