@@ -15,6 +15,8 @@
 # table of what is finished. DIFFUSE_BIN runs another binary (a copy, so that rebuilding cannot touch a run).
 # PIECES=K/M makes pieces K, K+M, K+2M... only, so M runs can share one long cell (each --threads 1); the run
 # that finds every piece done computes the cell's FID.
+# CSV=FILE keeps the finished cells in FILE instead of OUT/cells.csv (the repository's
+# docs/ddim-table/cells.csv, so that they outlive the machine; the pieces of an unfinished cell do not).
 # Extra flags for `diffuse sample` (e.g. --threads 1) go in DIFFUSE_SAMPLE_FLAGS. The markdown table is
 # printed at the end and written to OUT/table.md.
 set -euo pipefail
@@ -24,7 +26,7 @@ out=${3:-$run/ddim-table}
 bin=${DIFFUSE_BIN:-$(dirname "$0")/../build/diffuse}
 piece=100
 mkdir -p "$out/cells"
-csv=$out/cells.csv
+csv=${CSV:-$out/cells.csv}
 [ -f "$csv" ] || echo "sampler,S,eta,n,fid,seconds" > "$csv"
 only=" ${CELLS_S:-10 20 50 100 200 1000} "
 
