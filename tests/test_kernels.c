@@ -863,9 +863,17 @@ TEST(kernels_independent_of_thread_count) {
     size_t aB = 2, aC = 16, aT = 100, aH = 2, an = aB * aC * aT, ap = aB * aH * aT * aT;
     float *q = rnd(an, 135, -2, 2), *k = rnd(an, 136, -2, 2), *v = rnd(an, 137, -1, 1);
     float *ao1 = zeros(an), *aon = zeros(an), *p1 = zeros(ap), *pn = zeros(ap), *dq1 = zeros(an), *dqn = zeros(an);
+    /* batch 1 by the team: a Winograd convolution (one chunk of tiles) and attention's row blocks */
+    conv2d_dims wd = {.B = 1, .C_in = 16, .C_out = 24, .H = 28, .W = 28, .KH = 3, .KW = 3, .stride = 1,
+                      .pad_t = 1, .pad_b = 1, .pad_l = 1, .pad_r = 1};
+    size_t wn_in = 16 * 28 * 28, wn_out = 24 * 28 * 28, bT = 200, bn = 8 * bT;
+    float *win = rnd(wn_in, 138, -1, 1), *ww = rnd(24 * 16 * 9, 139, -1, 1), *wb = rnd(24, 140, -1, 1);
+    float *wo1 = zeros(wn_out), *won = zeros(wn_out), *bo1 = zeros(bn), *bon = zeros(bn);
     int threads = df_threads();
     for (int pass = 0; pass < 2; pass++) {
         df_set_threads(pass == 0 ? 1 : threads);
+        conv2d_forward(pass ? won : wo1, win, ww, wb, &wd);
+        attention_forward(pass ? bon : bo1, NULL, q, k, v, 1, 8, bT, 1);
         gemm(0, 1, M, N, K, 1.0f, A, K, Bm, K, 0.0f, pass ? Cn : C1, N);
         for (int c = 0; c < 2; c++) {
             conv2d_forward(pass ? on[c] : o1[c], in[c], w[c], NULL, &d[c]);
@@ -886,6 +894,10 @@ TEST(kernels_independent_of_thread_count) {
         df_free(dw1[c]), df_free(dwn[c]), df_free(dx1[c]), df_free(dxn[c]);
     }
     EXPECT_CLOSE("attention fwd, threads vs 1", aon, ao1, an, 0);
+    EXPECT(conv2d_winograd_applies(&wd), "the batch-1 case should take the Winograd path");
+    EXPECT_CLOSE("Winograd conv2d fwd B=1 (the team's path), threads vs 1", won, wo1, wn_out, 0);
+    EXPECT_CLOSE("attention fwd B=1 without probabilities (row blocks), threads vs 1", bon, bo1, bn, 0);
+    df_free(win), df_free(ww), df_free(wb), df_free(wo1), df_free(won), df_free(bo1), df_free(bon);
     EXPECT_CLOSE("attention dq, threads vs 1", dqn, dq1, an, 0);
     df_free(A), df_free(Bm), df_free(C1), df_free(Cn), df_free(q), df_free(k), df_free(v), df_free(ao1);
     df_free(aon), df_free(p1), df_free(pn), df_free(dq1), df_free(dqn);
