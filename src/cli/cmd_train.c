@@ -41,7 +41,7 @@ static char *args_json(const df_flag *flags, int n) {
     return s;
 }
 
-/* The flag name an argument sets (--name, --name=value, --no-name), or "" for a value or positional. */
+/* Whether arg sets flag `name` (--name, --name=value or --no-name). */
 static int names_flag(const char *arg, const char *name) {
     if (strncmp(arg, "--", 2)) return 0;
     arg += 2;
