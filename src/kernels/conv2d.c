@@ -224,8 +224,9 @@ static void pack_colT_c(float *dst, size_t p0, size_t kc, size_t j0, size_t nc, 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
-/* pack_col: lanes are 16 pixels (their y * stride, x * stride fixed per panel); each depth row is one tap. */
-__attribute__((target("avx512f"))) static void pack_col_avx512(float *dst, size_t p0, size_t kc, size_t j0,
+/* pack_col, any shape: lanes are 16 pixels (their y * stride, x * stride fixed per panel); each depth row is
+ * one tap. */
+__attribute__((target("avx512f"))) static void pack_col_any_avx512(float *dst, size_t p0, size_t kc, size_t j0,
                                                                size_t nc, const void *ctx) {
     const col_ctx *cc = ctx;
     const conv2d_dims *d = cc->d;
@@ -271,9 +272,9 @@ __attribute__((target("avx512f"))) static void pack_col_avx512(float *dst, size_
     }
 }
 
-/* pack_colT: lanes are 16 taps (channel offset and kernel position fixed per panel); each depth row is one
- * pixel. */
-__attribute__((target("avx512f"))) static void pack_colT_avx512(float *dst, size_t p0, size_t kc, size_t j0,
+/* pack_colT, any shape: lanes are 16 taps (channel offset and kernel position fixed per panel); each depth row
+ * is one pixel, gathered. */
+__attribute__((target("avx512f"))) static void pack_colT_any_avx512(float *dst, size_t p0, size_t kc, size_t j0,
                                                                 size_t nc, const void *ctx) {
     const col_ctx *cc = ctx;
     const conv2d_dims *d = cc->d;
@@ -299,6 +300,149 @@ __attribute__((target("avx512f"))) static void pack_colT_avx512(float *dst, size
             __m512i idx = _mm512_add_epi32(voff, _mm512_set1_epi32(y * s * W + x * s));
             _mm512_storeu_ps(out + k * 16, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, idx, cc->in, 4));
             if (++x == Wo) x = 0, y++;
+        }
+    }
+}
+
+/* Stride 1 with at most COL_TAPS kernel positions: the packers below work from a table, per kernel position
+ * (i, j) and per run of pixels along an output row, of the lanes that read the image (the rest are padding)
+ * and the offset lane 0 of the run would read at, so that each panel row is one masked load per run. */
+enum { COL_TAPS = 64 };
+
+/* Pixels p0 .. p0 + n - 1 (n <= 16) as runs along output rows: lanes rm[u] of run u read output row ry[u] at
+ * x = lane + sh[u]; xs[lane] is the lane's x (0 past n). Returns the number of runs. */
+static int pixel_runs(size_t p0, int n, int Wo, int ry[16], int sh[16], __mmask16 rm[16], int xs[16]) {
+    int nrun = 0, y = (int)(p0 / (size_t)Wo), x = (int)(p0 % (size_t)Wo);
+    for (int l = 0; l < 16; l++) xs[l] = 0;
+    for (int l = 0; l < n; l++) {
+        if (nrun == 0 || y != ry[nrun - 1]) ry[nrun] = y, sh[nrun] = x - l, rm[nrun++] = 0;
+        rm[nrun - 1] |= (__mmask16)(1u << l);
+        xs[l] = x;
+        if (++x == Wo) x = 0, y++;
+    }
+    return nrun;
+}
+
+/* The table for runs ry/sh/rm (nrun of them, lanes' x in xs): for kernel position t and run u, the lanes
+ * mt[t][u] that read the image and the plane offset ot[t][u] of lane 0. Runs from nrun to 1 get no lanes. */
+__attribute__((target("avx512f"))) static void run_table(const conv2d_dims *d, int nrun, const int ry[16],
+                                                         const int sh[16], const __mmask16 rm[16], const int xs[16],
+                                                         __mmask16 mt[][16], ptrdiff_t ot[][16]) {
+    const int H = (int)d->H, W = (int)d->W, KW = (int)d->KW, taps = (int)(d->KH * d->KW);
+    __m512i vx = _mm512_loadu_si512(xs);
+    for (int t = 0; t < taps; t++) {
+        int di = t / KW - (int)d->pad_t, dj = t % KW - (int)d->pad_l;
+        __mmask16 mx = _mm512_cmplt_epu32_mask(_mm512_add_epi32(vx, _mm512_set1_epi32(dj)), _mm512_set1_epi32(W));
+        for (int u = 0; u < (nrun < 2 ? 2 : nrun); u++) {
+            int r = u < nrun ? u : 0;
+            mt[t][u] = u < nrun && (unsigned)(ry[r] + di) < (unsigned)H ? mx & rm[r] : 0;
+            ot[t][u] = (ptrdiff_t)(ry[r] + di) * W + sh[r] + dj;
+        }
+    }
+}
+
+/* One tap's 16 lanes from its row of the run table: one masked load per run, zero where no lane reads. */
+__attribute__((target("avx512f"), always_inline)) static inline __m512 tap_lanes(const __mmask16 *m, const ptrdiff_t *o,
+                                                                  const float *plane, int nrun) {
+    __m512 v = _mm512_maskz_loadu_ps(m[0], plane + o[0]);
+    if (nrun == 1) return v;
+    v = _mm512_mask_loadu_ps(v, m[1], plane + o[1]);
+    for (int u = 2; u < nrun; u++) v = _mm512_mask_loadu_ps(v, m[u], plane + o[u]);
+    return v;
+}
+
+/* The 16 x 16 block r transposed in registers: r[i] lane j becomes r[j] lane i. */
+__attribute__((target("avx512f"))) static inline void transpose16x16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 8; i++)
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]), t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    for (int i = 0; i < 4; i++) {
+        __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+        __m512d c = _mm512_castps_pd(t[4 * i + 2]), e = _mm512_castps_pd(t[4 * i + 3]);
+        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c)), r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, e)), r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, e));
+    }
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 4; j++) {
+            __m512 a = r[8 * i + j], b = r[8 * i + 4 + j];
+            t[8 * i + j] = _mm512_shuffle_f32x4(a, b, 0x88), t[8 * i + 4 + j] = _mm512_shuffle_f32x4(a, b, 0xdd);
+        }
+    for (int j = 0; j < 8; j++)
+        r[j] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0x88), r[j + 8] = _mm512_shuffle_f32x4(t[j], t[j + 8], 0xdd);
+}
+
+/* kc panel rows of pack_col from the run table, from kernel position t of plane on. */
+__attribute__((target("avx512f"), always_inline)) static inline void col_rows(float *out, size_t kc,
+                                                                              __mmask16 mt[][16], ptrdiff_t ot[][16],
+                                                                              const float *plane, size_t plane_sz,
+                                                                              int t, int taps, int nrun) {
+    for (size_t k = 0; k < kc; k++) {
+        _mm512_storeu_ps(out + k * 16, tap_lanes(mt[t], ot[t], plane, nrun));
+        if (++t == taps) t = 0, plane += plane_sz;
+    }
+}
+
+/* pack_col at stride 1: per panel (16 pixels) the run table, then per tap one masked load per run. */
+__attribute__((target("avx512f"))) static void pack_col_avx512(float *dst, size_t p0, size_t kc, size_t j0,
+                                                               size_t nc, const void *ctx) {
+    const col_ctx *cc = ctx;
+    const conv2d_dims *d = cc->d;
+    const int taps = (int)(d->KH * d->KW);
+    if (d->stride != 1 || taps > COL_TAPS) {
+        pack_col_any_avx512(dst, p0, kc, j0, nc, ctx);
+        return;
+    }
+    const size_t plane_sz = d->H * d->W;
+    __mmask16 mt[COL_TAPS][16];
+    ptrdiff_t ot[COL_TAPS][16];
+    for (size_t c = 0; c < nc; c += 16) {
+        int ry[16], sh[16], xs[16];
+        __mmask16 rm[16];
+        int nrun = pixel_runs(j0 + c, nc - c < 16 ? (int)(nc - c) : 16, (int)cc->Wo, ry, sh, rm, xs);
+        run_table(d, nrun, ry, sh, rm, xs, mt, ot);
+        int t = (int)(p0 % (size_t)taps);
+        const float *plane = cc->in + p0 / (size_t)taps * plane_sz;
+        float *out = dst + c * kc;
+        if (nrun == 1) /* the same loop, compiled for one run and for two (most panels) */
+            col_rows(out, kc, mt, ot, plane, plane_sz, t, taps, 1);
+        else if (nrun == 2)
+            col_rows(out, kc, mt, ot, plane, plane_sz, t, taps, 2);
+        else
+            col_rows(out, kc, mt, ot, plane, plane_sz, t, taps, nrun);
+    }
+}
+
+/* pack_colT at stride 1: per block of 16 pixels (depth rows) the run table; then for each panel, each of its
+ * 16 taps as one masked load per run (the tap's values over the 16 pixels), and the 16 x 16 block transposed
+ * into panel rows. No gathers. */
+__attribute__((target("avx512f"))) static void pack_colT_avx512(float *dst, size_t p0, size_t kc, size_t j0,
+                                                                size_t nc, const void *ctx) {
+    const col_ctx *cc = ctx;
+    const conv2d_dims *d = cc->d;
+    const int taps = (int)(d->KH * d->KW);
+    if (d->stride != 1 || taps > COL_TAPS) {
+        pack_colT_any_avx512(dst, p0, kc, j0, nc, ctx);
+        return;
+    }
+    const size_t plane_sz = d->H * d->W;
+    __mmask16 mt[COL_TAPS][16];
+    ptrdiff_t ot[COL_TAPS][16];
+    for (size_t k = 0; k < kc; k += 16) {
+        int q = kc - k < 16 ? (int)(kc - k) : 16, ry[16], sh[16], xs[16];
+        __mmask16 rm[16];
+        int nrun = pixel_runs(p0 + k, q, (int)cc->Wo, ry, sh, rm, xs);
+        run_table(d, nrun, ry, sh, rm, xs, mt, ot);
+        for (size_t c = 0; c < nc; c += 16) {
+            int nl = nc - c < 16 ? (int)(nc - c) : 16, t = (int)((j0 + c) % (size_t)taps);
+            const float *plane = cc->in + (j0 + c) / (size_t)taps * plane_sz;
+            __m512 r[16];
+            for (int l = 0; l < 16; l++) {
+                r[l] = l < nl ? tap_lanes(mt[t], ot[t], plane, nrun) : _mm512_setzero_ps();
+                if (l < nl && ++t == taps) t = 0, plane += plane_sz;
+            }
+            transpose16x16(r);
+            float *out = dst + c * kc + k * 16;
+            for (int b = 0; b < q; b++) _mm512_storeu_ps(out + b * 16, r[b]);
         }
     }
 }
