@@ -189,7 +189,8 @@ void conv2d_col2im_add(float *din, const float *col, const conv2d_dims *d, size_
  * Instead of writing im2col's (K, P) matrix and packing it, these packers (gemm_pack_b_fn) fill each panel of
  * 16 columns from the image: pack_col gives B = col (depth K taps, columns P pixels), for the forward;
  * pack_colT gives B = col^T (depth P, columns K), for the weight gradient. Each panel value is a tap of the
- * image or 0 in the padding, exactly im2col's; the AVX-512 versions gather 16 at a time under a mask. */
+ * image or 0 in the padding, exactly im2col's; the AVX-512 versions read 16 at a time: at stride 1 by masked
+ * row loads from a table (pack_col_avx512, pack_colT_avx512), otherwise by gathers under a mask. */
 typedef struct {
     const float *in; /* one image (C_in, H, W) */
     const conv2d_dims *d;
