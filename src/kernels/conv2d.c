@@ -324,12 +324,16 @@ static int pixel_runs(size_t p0, int n, int Wo, int ry[16], int sh[16], __mmask1
     return nrun;
 }
 
-/* The table for runs ry/sh/rm (nrun of them, lanes' x in xs): for kernel position t and run u, the lanes
- * mt[t][u] that read the image and the plane offset ot[t][u] of lane 0. Runs from nrun to 1 get no lanes. */
-__attribute__((target("avx512f"))) static void run_table(const conv2d_dims *d, int nrun, const int ry[16],
-                                                         const int sh[16], const __mmask16 rm[16], const int xs[16],
-                                                         __mmask16 mt[][16], ptrdiff_t ot[][16]) {
+/* The table for the runs of pixels p0 .. p0 + n - 1 (pixel_runs): for kernel position t and run u, the lanes
+ * mt[t][u] that read the image and the plane offset ot[t][u] of lane 0. Runs from nrun to 1 get no lanes.
+ * Returns the number of runs. */
+__attribute__((target("avx512f"))) static int run_table(const col_ctx *cc, size_t p0, int n, __mmask16 mt[][16],
+                                                        ptrdiff_t ot[][16]) {
+    const conv2d_dims *d = cc->d;
     const int H = (int)d->H, W = (int)d->W, KW = (int)d->KW, taps = (int)(d->KH * d->KW);
+    int ry[16], sh[16], xs[16];
+    __mmask16 rm[16];
+    int nrun = pixel_runs(p0, n, (int)cc->Wo, ry, sh, rm, xs);
     __m512i vx = _mm512_loadu_si512(xs);
     for (int t = 0; t < taps; t++) {
         int di = t / KW - (int)d->pad_t, dj = t % KW - (int)d->pad_l;
@@ -340,6 +344,7 @@ __attribute__((target("avx512f"))) static void run_table(const conv2d_dims *d, i
             ot[t][u] = (ptrdiff_t)(ry[r] + di) * W + sh[r] + dj;
         }
     }
+    return nrun;
 }
 
 /* One tap's 16 lanes from its row of the run table: one masked load per run, zero where no lane reads. */
@@ -397,10 +402,7 @@ __attribute__((target("avx512f"))) static void pack_col_avx512(float *dst, size_
     __mmask16 mt[COL_TAPS][16];
     ptrdiff_t ot[COL_TAPS][16];
     for (size_t c = 0; c < nc; c += 16) {
-        int ry[16], sh[16], xs[16];
-        __mmask16 rm[16];
-        int nrun = pixel_runs(j0 + c, nc - c < 16 ? (int)(nc - c) : 16, (int)cc->Wo, ry, sh, rm, xs);
-        run_table(d, nrun, ry, sh, rm, xs, mt, ot);
+        int nrun = run_table(cc, j0 + c, nc - c < 16 ? (int)(nc - c) : 16, mt, ot);
         int t = (int)(p0 % (size_t)taps);
         const float *plane = cc->in + p0 / (size_t)taps * plane_sz;
         float *out = dst + c * kc;
@@ -429,10 +431,7 @@ __attribute__((target("avx512f"))) static void pack_colT_avx512(float *dst, size
     __mmask16 mt[COL_TAPS][16];
     ptrdiff_t ot[COL_TAPS][16];
     for (size_t k = 0; k < kc; k += 16) {
-        int q = kc - k < 16 ? (int)(kc - k) : 16, ry[16], sh[16], xs[16];
-        __mmask16 rm[16];
-        int nrun = pixel_runs(p0 + k, q, (int)cc->Wo, ry, sh, rm, xs);
-        run_table(d, nrun, ry, sh, rm, xs, mt, ot);
+        int q = kc - k < 16 ? (int)(kc - k) : 16, nrun = run_table(cc, p0 + k, q, mt, ot);
         for (size_t c = 0; c < nc; c += 16) {
             int nl = nc - c < 16 ? (int)(nc - c) : 16, t = (int)((j0 + c) % (size_t)taps);
             const float *plane = cc->in + (j0 + c) / (size_t)taps * plane_sz;
