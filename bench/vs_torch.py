@@ -100,6 +100,10 @@ def main():
         many, _ = diffuse_case("fmnist-m", "train", 64, a.threads, a.reps)
         print(f"diffuse fmnist-m training, 1 -> {a.threads} threads: {one:.2f} -> {many:.2f} images/s "
               f"({many / one:.2f}x)")
+        one, _ = torch_case(configs["fmnist-m"], "train", 64, 1, a.reps)
+        many, _ = torch_case(configs["fmnist-m"], "train", 64, a.threads, a.reps)
+        print(f"PyTorch fmnist-m training, 1 -> {a.threads} threads: {one:.2f} -> {many:.2f} images/s "
+              f"({many / one:.2f}x; the same machine's scaling, for comparison)")
 
 
 if __name__ == "__main__":

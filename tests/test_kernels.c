@@ -82,6 +82,8 @@ static const conv_cfg conv_cfgs[] = {
     {2, 2, 7, 9, 3, 2, 3, 1, 1, 0, 2, 1, 1, "2x3 s1 pad (1,0,2,1)"},
     {1, 16, 12, 12, 24, 3, 3, 1, 1, 1, 1, 1, 1, "B=1, 3x3 (parallel gemm, several tiles)"},
     {4, 8, 11, 13, 10, 3, 3, 1, 1, 1, 1, 1, 1, "B=4, 3x3 (images over threads)"},
+    {10, 8, 9, 7, 12, 1, 1, 1, 0, 0, 0, 0, 1, "B=10, 1x1 (backward: chunks of images over threads)"},
+    {9, 5, 9, 8, 6, 3, 3, 2, 1, 1, 1, 1, 0, "B=9, 3x3 s2 (backward: images through the parallel gemm)"},
 };
 #define N_CONV_CFGS (sizeof conv_cfgs / sizeof conv_cfgs[0])
 
@@ -851,10 +853,11 @@ TEST(losses_values_and_finite_differences) {
 TEST(kernels_independent_of_thread_count) {
     size_t M = 150, N = 170, K = 300;
     float *A = rnd(M * K, 131, -1, 1), *Bm = rnd(K * N, 132, -1, 1), *C1 = zeros(M * N), *Cn = zeros(M * N);
-    const conv_cfg *cc[2] = {&conv_cfgs[8], &conv_cfgs[9]}; /* B = 1 (parallel gemm), B = 4 (by image) */
-    conv2d_dims d[2];
-    float *in[2], *w[2], *o1[2], *on[2], *dw1[2], *dwn[2], *dx1[2], *dxn[2];
-    for (int c = 0; c < 2; c++) {
+    /* B = 1 (parallel gemm), B = 4 (by image), B = 10 and 9 (backward: chunks of images) */
+    const conv_cfg *cc[4] = {&conv_cfgs[8], &conv_cfgs[9], &conv_cfgs[10], &conv_cfgs[11]};
+    conv2d_dims d[4];
+    float *in[4], *w[4], *o1[4], *on[4], *dw1[4], *dwn[4], *dx1[4], *dxn[4];
+    for (int c = 0; c < 4; c++) {
         d[c] = conv_dims(cc[c]);
         size_t n_in = d[c].B * d[c].C_in * d[c].H * d[c].W, n_w = d[c].C_out * d[c].C_in * d[c].KH * d[c].KW;
         size_t n_out = d[c].B * d[c].C_out * conv2d_out_h(&d[c]) * conv2d_out_w(&d[c]);
@@ -876,7 +879,7 @@ TEST(kernels_independent_of_thread_count) {
         conv2d_forward(pass ? won : wo1, win, ww, wb, &wd);
         attention_forward(pass ? bon : bo1, NULL, q, k, v, 1, 8, bT, 1);
         gemm(0, 1, M, N, K, 1.0f, A, K, Bm, K, 0.0f, pass ? Cn : C1, N);
-        for (int c = 0; c < 2; c++) {
+        for (int c = 0; c < 4; c++) {
             conv2d_forward(pass ? on[c] : o1[c], in[c], w[c], NULL, &d[c]);
             conv2d_backward(pass ? dxn[c] : dx1[c], pass ? dwn[c] : dw1[c], NULL, o1[c], in[c], w[c], &d[c]);
         }
@@ -885,10 +888,10 @@ TEST(kernels_independent_of_thread_count) {
     }
     printf("    %d threads against 1\n", df_threads());
     EXPECT_CLOSE("gemm, threads vs 1", Cn, C1, M * N, 0);
-    for (int c = 0; c < 2; c++) {
+    for (int c = 0; c < 4; c++) {
         size_t n_in = d[c].B * d[c].C_in * d[c].H * d[c].W, n_w = d[c].C_out * d[c].C_in * d[c].KH * d[c].KW;
         size_t n_out = d[c].B * d[c].C_out * conv2d_out_h(&d[c]) * conv2d_out_w(&d[c]);
-        EXPECT_CLOSE(c ? "conv2d fwd B=4, threads vs 1" : "conv2d fwd B=1, threads vs 1", on[c], o1[c], n_out, 0);
+        EXPECT_CLOSE(cc[c]->what, on[c], o1[c], n_out, 0);
         EXPECT_CLOSE("conv2d dweight, threads vs 1", dwn[c], dw1[c], n_w, 0);
         EXPECT_CLOSE("conv2d din, threads vs 1", dxn[c], dx1[c], n_in, 0);
         df_free(in[c]), df_free(w[c]), df_free(o1[c]), df_free(on[c]);

@@ -84,7 +84,7 @@ double df_time(void) {
 /* Each thread's slots live in a heap block registered with pthread_setspecific, so they are freed when the
  * thread exits (and LeakSanitizer can see them, which it cannot through _Thread_local storage of OpenMP
  * worker threads). */
-#define DF_SCRATCH_SLOTS 10 /* 8 is free */
+#define DF_SCRATCH_SLOTS 10
 typedef struct {
     float *ptr[DF_SCRATCH_SLOTS];
     size_t cap[DF_SCRATCH_SLOTS];

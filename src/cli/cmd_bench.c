@@ -73,10 +73,75 @@ static double gemm_peak(void) {
     return 2.0 * (double)N_gemm * N_gemm * N_gemm / t / 1e9;
 }
 
+/* --profile: the graph's ops grouped by kind and shape, most time first. */
+typedef struct {
+    char name[64];
+    double fwd, bwd;
+    int count;
+} prof_row;
+
+static void op_name(char *s, size_t n, const df_graph *g, const df_op *op) {
+    static const char *kinds[] = {
+        [OP_CONV2D] = "conv", [OP_LINEAR] = "linear", [OP_GROUPNORM] = "group norm",
+        [OP_GN_SILU] = "group norm + SiLU", [OP_SILU] = "SiLU", [OP_RELU] = "ReLU", [OP_ADD] = "add",
+        [OP_SCALE] = "scale", [OP_ADD_CHANNEL] = "add per channel", [OP_UPSAMPLE2X] = "upsample 2x",
+        [OP_CONCAT] = "concat", [OP_ATTENTION] = "attention", [OP_TIMESTEP_EMBED] = "timestep embedding",
+        [OP_DROPOUT] = "dropout", [OP_BATCHNORM] = "batch norm", [OP_CONVT] = "transposed conv",
+        [OP_SINUSOIDAL_EMBED] = "sinusoidal embedding"};
+    const df_tensor *x = &g->t[op->in[0]], *y = &g->t[op->out];
+    if (op->kind == OP_CONV2D || op->kind == OP_CONVT) {
+        const df_param *w = &g->params->p[op->w];
+        size_t k = w->ndim == 4 ? (size_t)w->shape[2] : 1;
+        snprintf(s, n, "%s %zux%zu %zu->%zu at %zux%zu%s", kinds[op->kind], k, k, x->c, y->c, x->h, x->w,
+                 op->stride > 1 ? " stride 2" : "");
+    } else
+        snprintf(s, n, "%s %zux%zux%zu", kinds[op->kind], x->c, x->h, x->w);
+}
+
+static int by_time(const void *a, const void *b) {
+    double ta = ((const prof_row *)a)->fwd + ((const prof_row *)a)->bwd;
+    double tb = ((const prof_row *)b)->fwd + ((const prof_row *)b)->bwd;
+    return (ta < tb) - (ta > tb);
+}
+
+/* Prints each kind and shape's milliseconds per call of fn (forward, backward), summed over its ops. */
+static void print_profile(const df_graph *g, int calls, double step_seconds, int train) {
+    prof_row *rows = df_calloc((size_t)g->nops, sizeof *rows);
+    int nr = 0;
+    double sum = 0;
+    for (int i = 0; i < g->nops; i++) {
+        char name[64];
+        op_name(name, sizeof name, g, &g->ops[i]);
+        int r = 0;
+        while (r < nr && strcmp(rows[r].name, name)) r++;
+        if (r == nr) memcpy(rows[nr++].name, name, sizeof name);
+        rows[r].fwd += g->op_seconds[i] / calls, rows[r].bwd += g->op_seconds[g->nops + i] / calls;
+        rows[r].count++;
+        sum += (g->op_seconds[i] + g->op_seconds[g->nops + i]) / calls;
+    }
+    qsort(rows, (size_t)nr, sizeof *rows, by_time);
+    printf("\n  where the time goes (ms per %s, mean of %d; ops grouped by kind and shape):\n",
+           train ? "step" : "forward", calls);
+    printf("  %-44s %5s %9s %9s %6s\n", "op", "count", "forward", train ? "backward" : "", "share");
+    for (int r = 0; r < nr; r++) {
+        double t = rows[r].fwd + rows[r].bwd;
+        if (t < 0.002 * step_seconds) continue;
+        if (train)
+            printf("  %-44s %5d %9.2f %9.2f %5.1f%%\n", rows[r].name, rows[r].count, 1e3 * rows[r].fwd,
+                   1e3 * rows[r].bwd, 100 * t / step_seconds);
+        else
+            printf("  %-44s %5d %9.2f %9s %5.1f%%\n", rows[r].name, rows[r].count, 1e3 * rows[r].fwd, "",
+                   100 * t / step_seconds);
+    }
+    printf("  %-44s %5s %9.2f %9s %5.1f%%\n", train ? "outside the graph (noise, loss, Adam)" : "outside the graph",
+           "", 1e3 * (step_seconds - sum), "", 100 * (step_seconds - sum) / step_seconds);
+    df_free(rows);
+}
+
 int cmd_bench(int argc, char **argv) {
     const char *precision = "fp32";
     const char *preset = "fmnist-s", *model = NULL;
-    int batch = 64, train = 0, threads = 0, reps = 5;
+    int batch = 64, train = 0, threads = 0, reps = 5, profile = 0;
     const df_flag flags[] = {
         {"preset", FL_STRING, "fmnist-s", "model preset", &preset},
         {"model", FL_STRING, NULL, "a model folder instead of a preset", &model},
@@ -85,10 +150,11 @@ int cmd_bench(int argc, char **argv) {
         {"threads", FL_INT, "0", "threads (0: OMP_NUM_THREADS if set, else all cores)", &threads},
         {"precision", FL_STRING, "fp32", "fp32, or bf16: BF16 products with FP32 sums (AMX / AVX-512 BF16 where the CPU has them)", &precision},
         {"reps", FL_INT, "5", "timed repetitions (after one warm-up)", &reps},
+        {"profile", FL_BOOL, "0", "then time every op of the graph over the same repetitions and print where the time goes", &profile},
     };
     const char *pos[1];
     int npos, rc = df_flags_parse(flags, (int)(sizeof flags / sizeof flags[0]), argc, argv,
-                                  "usage: diffuse bench [--preset P | --model M] [--batch B] [--train] [--threads N]\n\n"
+                                  "usage: diffuse bench [--preset P | --model M] [--batch B] [--train] [--threads N] [--profile]\n\n"
                                   "Prints images/s, GFLOP/s (convolutions, linears and attention; a training step counts\n"
                                   "3x the forward) and the fraction of this machine's measured GEMM peak.",
                                   pos, 0, &npos);
@@ -145,6 +211,13 @@ int cmd_bench(int argc, char **argv) {
     printf("  memory: activations%s %.0f MB, weights%s %.0f MB, kernel scratch %.0f MB; peak RSS %.0f MB\n",
            train ? " and their gradients" : "", g->arena_floats * 4.0 / MB, train ? ", gradients and Adam" : "",
            np * 4.0 * (train ? 4 : 1) / MB, df_scratch_bytes() / MB, ru.ru_maxrss / 1024.0);
+    if (profile) { /* a separate pass: timing each op costs a little, and the figures above stay clean */
+        df_graph *pg = &c.m->graph;
+        pg->op_seconds = df_calloc(2 * (size_t)pg->nops, sizeof(double));
+        double t0 = df_time();
+        for (int r = 0; r < reps; r++) fn(&c);
+        print_profile(pg, reps, (df_time() - t0) / reps, train);
+    }
     df_free(c.x), df_free(c.y), df_free(c.eps), df_free(c.t), df_free(c.ti);
     df_adam_free(&c.adam);
     df_step_work_free(&c.w);

@@ -112,6 +112,7 @@ void upsample2x_backward(float *din, const float *dout, size_t B, size_t C, size
 /* concat_forward: out[b] = [a[b]; b[b]] along channels (torch.cat(dim=1)). */
 void concat_forward(float *out, const float *a, const float *b, size_t B, size_t Ca, size_t Cb, size_t HW) {
     /* out (B, Ca + Cb, HW) <- a (B, Ca, HW), b (B, Cb, HW) */
+#pragma omp parallel for schedule(static) if (B > 1 && B * (Ca + Cb) * HW > EW_PAR_MIN)
     for (size_t n = 0; n < B; n++) {
         float *dst = out + n * (Ca + Cb) * HW;
         memcpy(dst, a + n * Ca * HW, Ca * HW * sizeof(float));
@@ -122,9 +123,13 @@ void concat_forward(float *out, const float *a, const float *b, size_t B, size_t
 /* concat_backward: da += the first Ca channels of dout, db += the last Cb (either may be NULL). */
 void concat_backward(float *da, float *db, const float *dout, size_t B, size_t Ca, size_t Cb, size_t HW) {
     /* da (B, Ca, HW), db (B, Cb, HW) += split(dout (B, Ca + Cb, HW)) */
+#pragma omp parallel for schedule(static) if (B > 1 && B * (Ca + Cb) * HW > EW_PAR_MIN)
     for (size_t n = 0; n < B; n++) {
         const float *src = dout + n * (Ca + Cb) * HW;
-        if (da) add_backward(da + n * Ca * HW, NULL, src, Ca * HW);
-        if (db) add_backward(db + n * Cb * HW, NULL, src + Ca * HW, Cb * HW);
+        float *a = da ? da + n * Ca * HW : NULL, *b = db ? db + n * Cb * HW : NULL;
+#pragma omp simd
+        for (size_t i = 0; i < (a ? Ca * HW : 0); i++) a[i] += src[i];
+#pragma omp simd
+        for (size_t i = 0; i < (b ? Cb * HW : 0); i++) b[i] += src[Ca * HW + i];
     }
 }

@@ -106,46 +106,45 @@ void groupnorm_forward(float *out, float *mean, float *rstd, const float *in, co
  *   din   += rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),
  *   dgamma[c] += sum over b, pixels of dout * xhat,   dbeta[c] += sum over b, pixels of dout.
  * gamma NULL means 1 (and then dgamma, dbeta are normally NULL too). NULL gradients are skipped. */
+/* dgamma[c], dbeta[c] += the per-image sums part[b][c] = (sum dout * xhat, sum dout), added in image order. */
+static void param_grads(float *dgamma, float *dbeta, const float *part, size_t B, size_t C) {
+    for (size_t c = 0; c < C && (dgamma || dbeta); c++) {
+        double sg = 0, sb = 0;
+        for (size_t b = 0; b < B; b++) sg += part[2 * (b * C + c)], sb += part[2 * (b * C + c) + 1];
+        if (dgamma) dgamma[c] += (float)sg;
+        if (dbeta) dbeta[c] += (float)sb;
+    }
+}
+
 void groupnorm_backward(float *din, float *dgamma, float *dbeta, const float *dout, const float *in,
                         const float *mean, const float *rstd, const float *gamma, size_t B, size_t C, size_t HW,
                         size_t G) {
     /* din (B, C, HW), dgamma (C), dbeta (C) += from dout (B, C, HW), saved mean, rstd (B, G) */
     DF_CHECK(G > 0 && C % G == 0, "groupnorm: %zu channels do not split into %zu groups", C, G);
     size_t cg = C / G, n = cg * HW;
-    int big = B * C * HW > (1 << 15);
-    if (dgamma || dbeta) {
-        ptrdiff_t Cs = (ptrdiff_t)C;
-#pragma omp parallel for schedule(static) if (big)
-        for (ptrdiff_t c = 0; c < Cs; c++) {
-            double sg = 0, sb = 0;
-            for (size_t b = 0; b < B; b++) {
-                size_t bg = b * G + (size_t)c / cg, off = (b * C + (size_t)c) * HW;
-                float a, gx;
-                ch_dots(dout + off, in + off, HW, mean[bg], rstd[bg], &a, &gx);
-                sb += a, sg += gx;
-            }
-            if (dgamma) dgamma[c] += (float)sg;
-            if (dbeta) dbeta[c] += (float)sb;
-        }
-    }
-    if (!din) return;
+    float *part = df_scratch(1, 2 * B * C); /* per image and channel: sum dout * xhat, sum dout */
     ptrdiff_t groups = (ptrdiff_t)(B * G);
-#pragma omp parallel for schedule(static) if (big)
+    /* one pass over the data for both: each channel's sums serve dgamma and dbeta (added in image order
+     * below) and the group's din */
+#pragma omp parallel for schedule(static) if (B * C * HW > (1 << 15))
     for (ptrdiff_t bg = 0; bg < groups; bg++) {
         const float *x = in + (size_t)bg * n, *g = dout + (size_t)bg * n;
-        float *dx = din + (size_t)bg * n;
         float m = mean[bg], r = rstd[bg];
-        size_t c0 = ((size_t)bg % G) * cg;
+        size_t c0 = ((size_t)bg % G) * cg, b = (size_t)bg / G;
         double s1 = 0, s2 = 0; /* sum dxhat, sum dxhat * xhat, dxhat = dout * gamma */
         for (size_t c = 0; c < cg; c++) {
             float ga = gamma ? gamma[c0 + c] : 1.0f, a, gx;
             ch_dots(g + c * HW, x + c * HW, HW, m, r, &a, &gx);
+            part[2 * (b * C + c0 + c)] = gx, part[2 * (b * C + c0 + c) + 1] = a;
             s1 += (double)ga * a, s2 += (double)ga * gx;
         }
+        if (!din) continue;
         float m1 = (float)(s1 / (double)n), m2 = (float)(s2 / (double)n);
         for (size_t c = 0; c < cg; c++)
-            ch_dx(dx + c * HW, g + c * HW, x + c * HW, HW, m, r, gamma ? gamma[c0 + c] : 1.0f, m1, m2);
+            ch_dx(din + (size_t)bg * n + c * HW, g + c * HW, x + c * HW, HW, m, r, gamma ? gamma[c0 + c] : 1.0f,
+                  m1, m2);
     }
+    param_grads(dgamma, dbeta, part, B, C);
 }
 
 /* ---- group norm then SiLU, fused ---- */
@@ -207,10 +206,5 @@ void groupnorm_silu_backward(float *din, float *dgamma, float *dbeta, const floa
             ch_dx(din + (size_t)bg * n + c * HW, gs + c * HW, x + c * HW, HW, m, r, gamma ? gamma[c0 + c] : 1.0f,
                   m1, m2);
     }
-    for (size_t c = 0; c < C && (dgamma || dbeta); c++) {
-        double sg = 0, sb = 0;
-        for (size_t b = 0; b < B; b++) sg += part[2 * (b * C + c)], sb += part[2 * (b * C + c) + 1];
-        if (dgamma) dgamma[c] += (float)sg;
-        if (dbeta) dbeta[c] += (float)sb;
-    }
+    param_grads(dgamma, dbeta, part, B, C);
 }

@@ -24,7 +24,9 @@
 #define WG_SLOT_U 0
 #define WG_SLOT_V 1
 #define WG_SLOT_M 4
+#ifndef WG_TILES
 #define WG_TILES 256 /* tiles per chunk */
+#endif
 #ifndef WG_MIN_TILES
 #define WG_MIN_TILES 49 /* tiles per image (14x14 and larger): smaller images go the direct way */
 #endif
@@ -400,13 +402,22 @@ DF_CLONES static void transform_outgrad(float *dM, const float *dout, const conv
         }
 }
 
-#define WG_DW_TILES 1024 /* tiles per chunk of the weight gradient (deeper GEMMs than the forward's) */
+/* Tiles per chunk of the weight gradient: as many as keep the chunk's V and dM (16 (C_in + C_out) floats a
+ * tile) within WG_DW_BYTES. Measured (conv2d_weight_grad_winograd alone, fmnist-m's shapes at batch 64, 1 and
+ * 2 threads, chunks of 128 to 1024 tiles): 64->64 at 28x28 is fastest from 512 tiles on (13.8 ms on 2 threads,
+ * 15.7 at 256), 128->128 at 14x14 at 192-256 (9.8 ms, 12.7 at 1024): both about 4 MB. */
+#ifndef WG_DW_BYTES
+#define WG_DW_BYTES ((size_t)4 << 20)
+#endif
+#define WG_DW_MIN_TILES 128 /* the GEMMs' depth: not shallower than this */
 
 void conv2d_weight_grad_winograd(float *dweight, const float *dout, const float *in, const conv2d_dims *d) {
     /* dweight (Co, Ci, 3, 3) += the gradient of conv3x3(in (B, Ci, H, W), pad 1) given dout (B, Co, H, W) */
     DF_CHECK(conv2d_winograd_shape(d), "conv2d_weight_grad_winograd: not a 3x3 stride-1 padding-1 convolution");
     size_t Ci = d->C_in, Co = d->C_out, th = (d->H + 1) / 2, tw = (d->W + 1) / 2, rows = d->B * th;
-    size_t per = WG_DW_TILES / tw ? WG_DW_TILES / tw : 1, chunks = (rows + per - 1) / per, Nmax = per * tw;
+    size_t tiles = WG_DW_BYTES / (16 * sizeof(float) * (Ci + Co));
+    if (tiles < WG_DW_MIN_TILES) tiles = WG_DW_MIN_TILES;
+    size_t per = tiles / tw ? tiles / tw : 1, chunks = (rows + per - 1) / per, Nmax = per * tw;
     float *dU = df_scratch(WG_SLOT_U, 16 * Co * Ci), *V = df_scratch(WG_SLOT_V, 16 * Ci * Nmax);
     float *dM = df_scratch(WG_SLOT_M, 16 * Co * Nmax);
     memset(dU, 0, 16 * Co * Ci * sizeof(float));

@@ -18,6 +18,7 @@ void df_graph_free(df_graph *g) {
     df_free(g->t);
     df_free(g->ops);
     df_free(g->arena);
+    df_free(g->op_seconds);
     memset(g, 0, sizeof *g);
 }
 

@@ -86,6 +86,7 @@ typedef struct {
     float **packed;  /* inference graphs: each convolution's weights packed once (df_graph_pack_weights), or NULL */
     int packed_bf16; /* the precision they were packed for */
     uint64_t dropout_seed, dropout_step; /* the training loop sets these each step */
+    double *op_seconds; /* when set (2 * nops): each op's forward [i] and backward [nops + i] time, summed */
 } df_graph;
 
 void df_graph_init(df_graph *g, df_params *params, size_t batch, int train);

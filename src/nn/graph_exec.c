@@ -60,6 +60,7 @@ void df_graph_pack_weights(df_graph *g) {
 void df_graph_forward(df_graph *g) {
     if (g->packed && g->packed_bf16 != gemm_bf16_on()) df_graph_pack_weights(g); /* packed for another precision */
     for (int i = 0; i < g->nops; i++) {
+        double t0 = g->op_seconds ? df_time() : 0;
         const df_op *op = &g->ops[i];
         df_tensor *y = &g->t[op->out];
         const df_tensor *a = &g->t[op->in[0]];
@@ -121,6 +122,7 @@ void df_graph_forward(df_graph *g) {
         } break;
         case OP_SINUSOIDAL_EMBED: sinusoidal_embedding(y->data, a->data, a->n, y->c); break;
         }
+        if (g->op_seconds) g->op_seconds[i] += df_time() - t0;
     }
 }
 
@@ -165,6 +167,7 @@ void df_graph_backward(df_graph *g, const float *dout) {
     DF_CHECK(g->train, "backward on an inference graph");
     memcpy(g->t[g->output].grad, dout, g->t[g->output].numel * sizeof(float));
     for (int i = g->nops - 1; i >= 0; i--) {
+        double t0 = g->op_seconds ? df_time() : 0;
         const df_op *op = &g->ops[i];
         for (int k = 0; k < 3; k++) { /* a gradient this op is the first to accumulate into starts at zero */
             df_tensor *in = op->in[k] >= 0 ? &g->t[op->in[k]] : NULL;
@@ -225,6 +228,7 @@ void df_graph_backward(df_graph *g, const float *dout) {
         } break;
         case OP_SINUSOIDAL_EMBED: break; /* timesteps are not differentiated */
         }
+        if (g->op_seconds) g->op_seconds[g->nops + i] += df_time() - t0;
     }
 }
 
