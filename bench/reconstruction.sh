@@ -7,7 +7,7 @@ run=${1:?usage: bench/reconstruction.sh RUN [N] [S...]}
 n=${2:-100}
 shift $(( $# >= 2 ? 2 : 1 ))
 steps=${*:-10 20 50 100}
-bin=$(dirname "$0")/../build/diffuse
+bin=${DIFFUSE_BIN:-$(dirname "$0")/../build/diffuse} # DIFFUSE_BIN: another binary (a copy that a rebuild cannot touch)
 out=$(mktemp -d)
 echo "S    reconstruction error (per-dimension MSE in [0, 1], $n fashion-mnist-test images)"
 for s in $steps; do

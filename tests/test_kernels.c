@@ -873,10 +873,16 @@ TEST(kernels_independent_of_thread_count) {
     size_t wn_in = 16 * 28 * 28, wn_out = 24 * 28 * 28, bT = 200, bn = 8 * bT;
     float *win = rnd(wn_in, 138, -1, 1), *ww = rnd(24 * 16 * 9, 139, -1, 1), *wb = rnd(24, 140, -1, 1);
     float *wo1 = zeros(wn_out), *won = zeros(wn_out), *bo1 = zeros(bn), *bon = zeros(bn);
+    /* and at 14x14 (7 tile rows, which do not split evenly over 2 threads): the team on each chunk */
+    conv2d_dims td = wd;
+    td.H = td.W = 14;
+    size_t tn_out = 24 * 14 * 14;
+    float *to1 = zeros(tn_out), *ton = zeros(tn_out);
     int threads = df_threads();
     for (int pass = 0; pass < 2; pass++) {
         df_set_threads(pass == 0 ? 1 : threads);
         conv2d_forward(pass ? won : wo1, win, ww, wb, &wd);
+        conv2d_forward(pass ? ton : to1, win, ww, wb, &td);
         attention_forward(pass ? bon : bo1, NULL, q, k, v, 1, 8, bT, 1);
         gemm(0, 1, M, N, K, 1.0f, A, K, Bm, K, 0.0f, pass ? Cn : C1, N);
         for (int c = 0; c < 4; c++) {
@@ -899,9 +905,11 @@ TEST(kernels_independent_of_thread_count) {
     }
     EXPECT_CLOSE("attention fwd, threads vs 1", aon, ao1, an, 0);
     EXPECT(conv2d_winograd_applies(&wd), "the batch-1 case should take the Winograd path");
-    EXPECT_CLOSE("Winograd conv2d fwd B=1 (the team's path), threads vs 1", won, wo1, wn_out, 0);
+    EXPECT_CLOSE("Winograd conv2d fwd B=1 28x28 (a chunk of tile rows per thread), threads vs 1", won, wo1, wn_out, 0);
+    EXPECT_CLOSE("Winograd conv2d fwd B=1 14x14 (the team on each chunk), threads vs 1", ton, to1, tn_out, 0);
     EXPECT_CLOSE("attention fwd B=1 without probabilities (row blocks), threads vs 1", bon, bo1, bn, 0);
     df_free(win), df_free(ww), df_free(wb), df_free(wo1), df_free(won), df_free(bo1), df_free(bon);
+    df_free(to1), df_free(ton);
     EXPECT_CLOSE("attention dq, threads vs 1", dqn, dq1, an, 0);
     df_free(A), df_free(Bm), df_free(C1), df_free(Cn), df_free(q), df_free(k), df_free(v), df_free(ao1);
     df_free(aon), df_free(p1), df_free(pn), df_free(dq1), df_free(dqn);
