@@ -9,9 +9,10 @@
  *     one the model uses and may be faster, and must agree with the reference.
  *   - Sizes are size_t; no kernel allocates except through df_scratch(). Scratch slots (per thread): gemm 2, 3
  *     and 9; conv2d 1 (packed weights in forward, column gradients in backward), 4 (packed transposed
- *     weights), 6 and 7 (the input gradient as a convolution: rotated weights, its result), and Winograd's
- *     0, 1, 4, 5 inside; transposed convolution 0 and 1; attention 0; group norm 1; group norm + SiLU 0 and 1. A kernel
- *     only calls others whose slots it does not hold.
+ *     weights), 6 and 7 (the input gradient as a convolution: rotated weights, its result), 8 (a 1x1
+ *     backward's partial weight gradients) and Winograd's 0, 1, 4, 5 inside; transposed convolution 0 and 1;
+ *     attention 0; group norm 1; group norm + SiLU 0 and 1. A kernel only calls others whose slots it does
+ *     not hold.
  *   - Threads: one level. A kernel whose loop calls other parallel kernels (a convolution over images calls
  *     gemm) opens its region only when it runs as a team, never as `parallel if (0)`: the inner kernel's
  *     region inside such an inactive one is a nested team, which libgomp starts and ends with a new thread
