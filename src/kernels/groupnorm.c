@@ -102,10 +102,6 @@ void groupnorm_forward(float *out, float *mean, float *rstd, const float *in, co
 
 /* ---- backward ---- */
 
-/* groupnorm_backward: with xhat = (in - mean) * rstd and dxhat = dout * gamma[c], per group of n values
- *   din   += rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),
- *   dgamma[c] += sum over b, pixels of dout * xhat,   dbeta[c] += sum over b, pixels of dout.
- * gamma NULL means 1 (and then dgamma, dbeta are normally NULL too). NULL gradients are skipped. */
 /* dgamma[c], dbeta[c] += the per-image sums part[b][c] = (sum dout * xhat, sum dout), added in image order. */
 static void param_grads(float *dgamma, float *dbeta, const float *part, size_t B, size_t C) {
     for (size_t c = 0; c < C && (dgamma || dbeta); c++) {
@@ -116,6 +112,10 @@ static void param_grads(float *dgamma, float *dbeta, const float *part, size_t B
     }
 }
 
+/* groupnorm_backward: with xhat = (in - mean) * rstd and dxhat = dout * gamma[c], per group of n values
+ *   din   += rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),
+ *   dgamma[c] += sum over b, pixels of dout * xhat,   dbeta[c] += sum over b, pixels of dout.
+ * gamma NULL means 1 (and then dgamma, dbeta are normally NULL too). NULL gradients are skipped. */
 void groupnorm_backward(float *din, float *dgamma, float *dbeta, const float *dout, const float *in,
                         const float *mean, const float *rstd, const float *gamma, size_t B, size_t C, size_t HW,
                         size_t G) {
