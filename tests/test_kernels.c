@@ -904,7 +904,7 @@ TEST(kernels_independent_of_thread_count) {
         df_free(dw1[c]), df_free(dwn[c]), df_free(dx1[c]), df_free(dxn[c]);
     }
     EXPECT_CLOSE("attention fwd, threads vs 1", aon, ao1, an, 0);
-    EXPECT(conv2d_winograd_applies(&wd), "the batch-1 case should take the Winograd path");
+    EXPECT(conv2d_winograd_applies(&wd) && conv2d_winograd_applies(&td), "the batch-1 cases should take the Winograd path");
     EXPECT_CLOSE("Winograd conv2d fwd B=1 28x28 (a chunk of tile rows per thread), threads vs 1", won, wo1, wn_out, 0);
     EXPECT_CLOSE("Winograd conv2d fwd B=1 14x14 (the team on each chunk), threads vs 1", ton, to1, tn_out, 0);
     EXPECT_CLOSE("attention fwd B=1 without probabilities (row blocks), threads vs 1", bon, bo1, bn, 0);

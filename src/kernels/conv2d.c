@@ -21,7 +21,7 @@
 #define CONV_SLOT_WTPACK 4  /* backward: the packed transposed weights (gemm itself uses slots 2 and 3) */
 #define CONV_SLOT_WROT 6    /* backward by Winograd: the rotated, transposed weights */
 #define CONV_SLOT_DINW 7    /* backward by Winograd: the input gradient before it is added */
-#define CONV_SLOT_DWPART 8  /* backward by GEMM over a team: the weight gradient's partial sums per chunk */
+#define CONV_SLOT_DWPART 8  /* 1x1 backward by chunks of images: the weight gradient's partial sum per chunk */
 #define DW_CHUNK 4          /* images per partial sum of the weight gradient */
 
 /* ---- shapes ---- */
@@ -651,7 +651,7 @@ void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout
      * gemm, and the weight gradient is summed per chunk of DW_CHUNK images (a partial each), then the partials
      * in chunk order. Chunks depend on the batch only, so the sums are the same whatever the thread count.
      * Otherwise images go one at a time through the parallel gemm: fmnist-m's 1x1 128->128 at 14x14, batch 64,
-     * 2 threads: 4.9 ms against 5.8 that way; but a 3x3 at 7x7 (its weight gradient 8x larger, its depth 4x
+     * 2 threads: 4.9 ms against 5.8 that way; but a 3x3 at 7x7 (its weight gradient 9x larger, its depth 4x
      * shallower) took 10.1 ms by chunks against 8.8 (microbenchmarks of conv2d_backward, old and new alternating). */
     size_t nchunk = (d->B + DW_CHUNK - 1) / DW_CHUNK, CK = d->C_out * K;
     if (pointwise && nchunk > 1 && (din || dweight)) {

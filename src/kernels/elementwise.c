@@ -126,10 +126,15 @@ void concat_backward(float *da, float *db, const float *dout, size_t B, size_t C
 #pragma omp parallel for schedule(static) if (B > 1 && B * (Ca + Cb) * HW > EW_PAR_MIN)
     for (size_t n = 0; n < B; n++) {
         const float *src = dout + n * (Ca + Cb) * HW;
-        float *a = da ? da + n * Ca * HW : NULL, *b = db ? db + n * Cb * HW : NULL;
+        if (da) {
+            float *a = da + n * Ca * HW;
 #pragma omp simd
-        for (size_t i = 0; i < (a ? Ca * HW : 0); i++) a[i] += src[i];
+            for (size_t i = 0; i < Ca * HW; i++) a[i] += src[i];
+        }
+        if (db) {
+            float *b = db + n * Cb * HW;
 #pragma omp simd
-        for (size_t i = 0; i < (b ? Cb * HW : 0); i++) b[i] += src[Ca * HW + i];
+            for (size_t i = 0; i < Cb * HW; i++) b[i] += src[Ca * HW + i];
+        }
     }
 }
