@@ -63,6 +63,43 @@ TEST(gemm_matches_ref) {
     gemm_case(0, 0, 5, 6, 0, 1.0f, 0.0f, 0);
 }
 
+/* The columns of C do not depend on N or on the thread count: an edge panel of 1-4 columns (the narrow
+ * kernel) and the few-tile splits (each thread a range of row or column panels) give each element the bits the
+ * 16-column micro-kernel gives it inside a wider product. This is what keeps an image's bits the same whatever
+ * the batch: a Winograd chunk's tiles (N) differ between batch 1 and a full batch. */
+TEST(gemm_columns_independent_of_n_and_threads) {
+    /* (M, K): K = 300 crosses a depth slice (the second accumulates), M = 128 is 11 row panels: a group of 8
+     * and a rest of 3 for the narrow kernel; M = 36 splits by columns, M = 128 at N = 49 by rows */
+    static const size_t shapes[][2] = {{128, 300}, {36, 300}};
+    int threads = df_threads();
+    for (int s = 0; s < 2; s++) {
+        size_t M = shapes[s][0], K = shapes[s][1], W = 224; /* the wide product: 14 whole panels */
+        float *A = rnd(M * K, 141, -1, 1), *B = rnd(K * W, 142, -1, 1), *C0 = rnd(M * W, 143, -1, 1);
+        float *wide = zeros(M * W), *Cn = zeros(M * W);
+        for (int beta = 0; beta <= 1; beta++) {
+            memcpy(wide, C0, M * W * sizeof(float));
+            df_set_threads(1);
+            gemm(0, 0, M, W, K, 1.0f, A, K, B, W, (float)beta, wide, W);
+            static const size_t ns[] = {49, 50, 51, 52, 196, 17};
+            for (size_t q = 0; q < sizeof ns / sizeof ns[0]; q++)
+                for (int pass = 0; pass < 2; pass++) {
+                    size_t N = ns[q];
+                    df_set_threads(pass ? threads : 1);
+                    for (size_t i = 0; i < M; i++) memcpy(Cn + i * N, C0 + i * W, N * sizeof(float));
+                    gemm(0, 0, M, N, K, 1.0f, A, K, B, W, (float)beta, Cn, N); /* B's first N columns */
+                    int same = 1;
+                    for (size_t i = 0; i < M; i++) same &= !memcmp(Cn + i * N, wide + i * W, N * sizeof(float));
+                    EXPECT(same, "gemm %zux%zux%zu beta %d on %d thread(s): columns differ from the same columns of N = %zu",
+                           M, N, K, beta, pass ? threads : 1, W);
+                }
+        }
+        df_set_threads(threads);
+        printf("    M %zu, K %zu: N = 49..52, 196, 17 on 1 and %d threads, beta 0 and 1: bitwise the columns of N = %zu\n",
+               M, K, threads, W);
+        df_free(A), df_free(B), df_free(C0), df_free(wide), df_free(Cn);
+    }
+}
+
 /* ---- conv2d ---- */
 
 typedef struct {

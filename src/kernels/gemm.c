@@ -222,6 +222,67 @@ __attribute__((target("avx512f"))) static void kernel_avx512_c2(size_t kc, const
     store_rows2(c0, c1, C, ldc, accumulate, mr);
 }
 
+/* kernel_avx512_c for a panel of at most 4 valid columns (the edge of N = 49 or 196), G row panels at once:
+ * per row panel and column one accumulator, a[k] loaded as a vector of the MR rows and b[k][j] broadcast, so
+ * a step of k costs NRN FMAs per row panel instead of MR, and the G x NRN independent chains hide the FMA
+ * latency. Each C element gets fma(a, b, acc) over k in kernel_avx512_c's order: the same bits. */
+#define GEMM_NR_NARROW 4
+__attribute__((target("avx512f"), always_inline)) static inline void
+narrow_panels(size_t kc, const float *restrict a, size_t astride, const float *restrict b, float *restrict C,
+              size_t ldc, int accumulate, size_t mr, const int NRN, const int G) {
+    /* C (mr rows in G panels, NRN columns) = or += a (G row panels, stride astride) b (its first NRN columns) */
+    __m512 c[8][4];
+#pragma GCC unroll 8
+    for (int p = 0; p < G; p++)
+#pragma GCC unroll 4
+        for (int j = 0; j < NRN; j++) c[p][j] = _mm512_setzero_ps();
+    const __mmask16 rows = (__mmask16)((1u << GEMM_MR) - 1);
+    for (size_t k = 0; k < kc; k++) {
+        __m512 bk[4];
+#pragma GCC unroll 4
+        for (int j = 0; j < NRN; j++) bk[j] = _mm512_set1_ps(b[k * GEMM_NR + (size_t)j]);
+#pragma GCC unroll 8
+        for (int p = 0; p < G; p++) {
+            __m512 ak = _mm512_maskz_loadu_ps(rows, a + (size_t)p * astride + k * GEMM_MR);
+#pragma GCC unroll 4
+            for (int j = 0; j < NRN; j++) c[p][j] = _mm512_fmadd_ps(ak, bk[j], c[p][j]);
+        }
+    }
+    float v[16];
+    for (int p = 0; p < G; p++)
+        for (int j = 0; j < NRN; j++) {
+            _mm512_storeu_ps(v, c[p][j]);
+            for (size_t i = 0; i < GEMM_MR && (size_t)p * GEMM_MR + i < mr; i++) {
+                float *y = C + ((size_t)p * GEMM_MR + i) * ldc + j;
+                *y = accumulate ? *y + v[i] : v[i];
+            }
+        }
+}
+
+/* The first mr rows of a block's narrow edge panel (nr <= GEMM_NR_NARROW): 8 row panels at a time (6 for 4
+ * columns: at most 24 accumulators), then the rest. */
+__attribute__((target("avx512f"))) static void kernel_avx512_narrow(size_t kc, const float *restrict a,
+                                                                    size_t astride, const float *restrict b,
+                                                                    float *restrict C, size_t ldc, int accumulate,
+                                                                    size_t mr, size_t nr) {
+    size_t np = (mr + GEMM_MR - 1) / GEMM_MR, G = nr > 3 ? 6 : 8;
+    for (size_t p = 0; p < np; p += G) {
+        size_t g = np - p < G ? np - p : G, m = mr - p * GEMM_MR;
+        const float *ap = a + p * astride;
+        float *cp = C + p * GEMM_MR * ldc;
+#define NARROW_G(NRN, GG) \
+    case GG: narrow_panels(kc, ap, astride, b, cp, ldc, accumulate, m, NRN, GG); break;
+#define NARROW_NR(NRN)                                                                                           \
+    case NRN:                                                                                                    \
+        switch (g) { NARROW_G(NRN, 1) NARROW_G(NRN, 2) NARROW_G(NRN, 3) NARROW_G(NRN, 4) NARROW_G(NRN, 5)       \
+                     NARROW_G(NRN, 6) NARROW_G(NRN, 7) NARROW_G(NRN, 8) }                                         \
+        break;
+        switch (nr) { NARROW_NR(1) NARROW_NR(2) NARROW_NR(3) NARROW_NR(4) }
+#undef NARROW_NR
+#undef NARROW_G
+    }
+}
+
 /* 16 x 16 transpose in registers: o[k] lane j = r[j] lane k. Unpacks of 32- then 64-bit pairs within 128-bit
  * lanes, then two rounds of 128-bit lane shuffles. */
 __attribute__((target("avx512f"), always_inline)) static inline void transpose16_regs(const __m512 r[16],
@@ -405,6 +466,13 @@ static void block(size_t mc, size_t nc, size_t kc, const packed_a *A, size_t i0,
             continue;
         }
 #endif
+#if defined(__x86_64__) && defined(__GNUC__)
+        if (micro == kernel_avx512 && alpha == 1 && (b_eff == 0 || b_eff == 1) && nr <= GEMM_NR_NARROW) {
+            kernel_avx512_narrow(kc, A->a + i0 * A->K + p0 * GEMM_MR, GEMM_MR * A->K, b + c * kc, C + c, ldc,
+                                 b_eff == 1, mc, nr);
+            continue;
+        }
+#endif
         for (size_t r = 0; r < mc; r += GEMM_MR) {
             size_t mr = mc - r < GEMM_MR ? mc - r : GEMM_MR;
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -442,26 +510,32 @@ static void gemm_tile(size_t M, size_t N, const packed_a *A, float alpha, gemm_p
     }
 }
 
-/* Every row of C for the column block [j0, j0 + NC): each depth slice of B is packed once and serves all of
- * the block's MC x NC tiles (gemm_tile packs it again for each tile). Same arithmetic as gemm_tile. */
-static void gemm_cols(size_t M, size_t N, const packed_a *A, float alpha, gemm_pack_b_fn packb, const void *pctx,
-                      float beta, float *C, size_t ldc, size_t j0) {
-    /* C[:, j0:j0+nc] = alpha * op(A) op(B)[:, j0:j0+nc] + beta * C[:, j0:j0+nc] */
-    size_t nc = N - j0 < GEMM_NC ? N - j0 : GEMM_NC;
+/* Rows [i0, i1) and columns [j0, j1) of C (i0 a multiple of MR, j0 of NR): column blocks of at most NC from j0,
+ * each depth slice of B packed once and serving all of the range's MC-row blocks (gemm_tile packs it again
+ * for each tile). Same arithmetic as gemm_tile: each C element gets the same micro-kernel sums. */
+static void gemm_range(const packed_a *A, float alpha, gemm_pack_b_fn packb, const void *pctx, float beta, float *C,
+                       size_t ldc, size_t i0, size_t i1, size_t j0, size_t j1) {
+    /* C[i0:i1, j0:j1] = alpha * op(A)[i0:i1, :] op(B)[:, j0:j1] + beta * C[i0:i1, j0:j1] */
     float *bp = df_scratch(GEMM_SLOT_B, (size_t)GEMM_KC * GEMM_NC);
-    for (size_t p0 = 0; p0 < A->K; p0 += GEMM_KC) {
-        size_t kc = A->K - p0 < GEMM_KC ? A->K - p0 : GEMM_KC;
-        float b_eff = p0 == 0 ? beta : 1.0f;
-        const uint32_t *b16 = pack_slice(bp, A, p0, kc, j0, nc, packb, pctx);
-        for (size_t i0 = 0; i0 < M; i0 += GEMM_MC) {
-            size_t mc = M - i0 < GEMM_MC ? M - i0 : GEMM_MC;
-            block(mc, nc, kc, A, i0, p0, bp, b16, alpha, b_eff, C + i0 * ldc + j0, ldc);
+    for (size_t j = j0; j < j1; j += GEMM_NC) {
+        size_t nc = j1 - j < GEMM_NC ? j1 - j : GEMM_NC;
+        for (size_t p0 = 0; p0 < A->K; p0 += GEMM_KC) {
+            size_t kc = A->K - p0 < GEMM_KC ? A->K - p0 : GEMM_KC;
+            float b_eff = p0 == 0 ? beta : 1.0f; /* later slices accumulate onto the first */
+            const uint32_t *b16 = pack_slice(bp, A, p0, kc, j, nc, packb, pctx);
+            for (size_t i = i0; i < i1; i += GEMM_MC) {
+                size_t mc = i1 - i < GEMM_MC ? i1 - i : GEMM_MC;
+                block(mc, nc, kc, A, i, p0, bp, b16, alpha, b_eff, C + i * ldc + j, ldc);
+            }
         }
     }
 }
 
-/* gemm: C[M,N] = alpha * op(A) op(B) + beta * C (see kernels.h). Threads take MC x NC tiles of C; small
- * products run on the calling thread. Inside an enclosing parallel region it runs serially. */
+/* How evenly n units split over t threads in contiguous ranges: the largest range over the mean (1 = even). */
+static double split_skew(size_t n, int t) { return (double)((n + (size_t)t - 1) / (size_t)t) * (double)t / (double)n; }
+
+/* gemm: C[M,N] = alpha * op(A) op(B) + beta * C (see kernels.h). Threads take MC x NC tiles of C, or when
+ * there are few tiles one even range of panels each; small products run on the calling thread. Inside an enclosing parallel region it runs serially. */
 void gemm(int transA, int transB, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
           const float *B, size_t ldb, float beta, float *C, size_t ldc) {
     /* C (M, N) = alpha * op(A) (M, K) op(B) (K, N) + beta * C */
@@ -522,16 +596,43 @@ void gemm_prepacked(size_t M, size_t N, size_t K, float alpha, const float *ap, 
     packed_a A = {ap, NULL, K, bf16_slice_pairs(K, bf16_amx()), bf16_amx()};
     if (use_bf16) A.a16 = (const uint32_t *)(ap + fp32_panels_size(M, K));
     size_t tm = (M + GEMM_MC - 1) / GEMM_MC, tn = (N + GEMM_NC - 1) / GEMM_NC;
+    /* units of a split: column panels, and row panels (48 rows under AMX, whose tiles start every 16 rows) */
+    size_t ru = A.a16 && A.amx ? 48 : GEMM_MR, mp = (M + ru - 1) / ru, np = (N + GEMM_NR - 1) / GEMM_NR;
     ptrdiff_t tiles = (ptrdiff_t)(tm * tn);
-    int parallel = tiles > 1 && (double)M * (double)N * (double)K > 32768.0 * 8, threads = 1;
+    int big = (double)M * (double)N * (double)K > 32768.0 * 8, threads = 1;
 #ifdef _OPENMP
     threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+    if (big && threads > 1 && tiles < 8 * threads && (mp >= (size_t)threads || np >= (size_t)threads)) {
+        /* Few tiles (a small product, as at batch 1): MC x NC tiles would leave threads idle (M = 128 is a 96-row
+         * and a 32-row tile), so each thread takes one contiguous range of panels, of rows or of columns. */
+        double sc = np >= (size_t)threads ? split_skew(np, threads) : 1e9;
+        double sr = mp >= (size_t)threads ? split_skew(mp, threads) : 1e9;
+        /* Rows when A is the much larger operand: a column split has every thread stream all of A (at batch 1
+         * the weights, from memory), a row split has every thread pack all of B (for a convolution, its im2col).
+         * Measured at batch 1, 2 threads: the 3x3 at 7x7 (M 128, N 49) by rows 131 -> 101 us, the stride-2 3x3
+         * at 28x28 (M 64, N 196) by columns 136 -> 113 us. */
+        int by_rows = (M >= 2 * N && sr <= 1.15) || (sc > 1.2 && sr < sc);
+#pragma omp parallel num_threads(threads)
+        {
+            size_t t = (size_t)omp_get_thread_num(), n = by_rows ? mp : np, T = (size_t)threads;
+            size_t u0 = n * t / T, u1 = n * (t + 1) / T;
+            if (by_rows)
+                gemm_range(&A, alpha, packb, pctx, beta, C, ldc, u0 * ru, u1 * ru < M ? u1 * ru : M, 0, N);
+            else
+                gemm_range(&A, alpha, packb, pctx, beta, C, ldc, 0, M, u0 * GEMM_NR,
+                           u1 * GEMM_NR < N ? u1 * GEMM_NR : N);
+        }
+        return;
+    }
 #endif
+    int parallel = tiles > 1 && big;
     if (tm > 1 && (!parallel || threads == 1 || tn >= 2 * (size_t)threads)) {
         /* whole column blocks (B packed once for all rows), over threads when there are enough of them */
 #pragma omp parallel for schedule(dynamic, 1) if (parallel && threads > 1)
-        for (ptrdiff_t j = 0; j < (ptrdiff_t)tn; j++)
-            gemm_cols(M, N, &A, alpha, packb, pctx, beta, C, ldc, (size_t)j * GEMM_NC);
+        for (ptrdiff_t j = 0; j < (ptrdiff_t)tn; j++) {
+            size_t j0 = (size_t)j * GEMM_NC;
+            gemm_range(&A, alpha, packb, pctx, beta, C, ldc, 0, M, j0, N - j0 < GEMM_NC ? N : j0 + GEMM_NC);
+        }
         return;
     }
 #pragma omp parallel for schedule(dynamic, 1) if (parallel)
