@@ -322,6 +322,30 @@ TEST(linear_matches_ref_and_finite_differences) {
         }
 }
 
+/* Packed weights (batch-1 sampling) give each image the bits linear_forward gives it inside a batch: shapes
+ * with one and two depth slices (IN 300 and 600), a narrow edge (OUT 70) and row panels past 8 (OUT 256). */
+TEST(linear_packed_same_bits_as_batched) {
+    static const size_t sizes[][2] = {{256, 256}, {300, 70}, {600, 130}};
+    for (size_t s = 0; s < 3; s++)
+        for (int has_bias = 0; has_bias < 2; has_bias++) {
+            size_t N = 5, IN = sizes[s][0], OUT = sizes[s][1];
+            float *in = rnd(N * IN, 51, -1, 1), *w = rnd(OUT * IN, 52, -0.5f, 0.5f), *b = rnd(OUT, 53, -1, 1);
+            float *batched = zeros(N * OUT), *one = zeros(N * OUT), *want = zeros(N * OUT);
+            float *wp = df_malloc(linear_weights_packed_size(IN, OUT) * sizeof(float));
+            linear_pack_weights(wp, w, IN, OUT);
+            linear_forward(batched, in, w, has_bias ? b : NULL, N, IN, OUT);
+            linear_forward_packed(one, in, wp, has_bias ? b : NULL, 1, IN, OUT);              /* image 0 */
+            linear_forward_packed(one + OUT, in + IN, wp, has_bias ? b : NULL, N - 1, IN, OUT); /* the rest */
+            linear_forward_ref(want, in, w, has_bias ? b : NULL, N, IN, OUT);
+            char name[128];
+            snprintf(name, sizeof name, "linear packed %zu->%zu bias %d vs batched", IN, OUT, has_bias);
+            EXPECT_CLOSE(name, one, batched, N * OUT, 0);
+            snprintf(name, sizeof name, "linear packed %zu->%zu bias %d vs ref", IN, OUT, has_bias);
+            EXPECT_CLOSE(name, one, want, N * OUT, 1e-5);
+            df_free(in), df_free(w), df_free(b), df_free(batched), df_free(one), df_free(want), df_free(wp);
+        }
+}
+
 /* ---- groupnorm ---- */
 
 typedef struct {

@@ -130,6 +130,12 @@ void linear_forward(float *out, const float *in, const float *weight, const floa
                     size_t OUT);
 void linear_backward(float *din, float *dweight, float *dbias, const float *dout, const float *in,
                      const float *weight, size_t N, size_t IN, size_t OUT);
+/* linear_forward with the weights packed once by linear_pack_weights (FP32 mode): the same bits, image by
+ * image as a product with one column; for batches of one or two. */
+size_t linear_weights_packed_size(size_t IN, size_t OUT);
+void linear_pack_weights(float *wp, const float *weight, size_t IN, size_t OUT);
+void linear_forward_packed(float *out, const float *in, const float *wp, const float *bias, size_t N, size_t IN,
+                           size_t OUT);
 void linear_forward_ref(float *out, const float *in, const float *weight, const float *bias, size_t N,
                         size_t IN, size_t OUT);
 void linear_backward_ref(float *din, float *dweight, float *dbias, const float *dout, const float *in,

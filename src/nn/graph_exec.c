@@ -50,6 +50,11 @@ void df_graph_pack_weights(df_graph *g) {
     g->packed_bf16 = gemm_bf16_on();
     for (int i = 0; i < g->nops; i++) {
         const df_op *op = &g->ops[i];
+        if (op->kind == OP_LINEAR && !g->packed_bf16) { /* for batch 1; BF16 keeps the batched path's bits */
+            size_t IN = g->t[op->in[0]].numel / g->t[op->in[0]].n, OUT = g->t[op->out].c;
+            g->packed[i] = df_malloc(linear_weights_packed_size(IN, OUT) * sizeof(float));
+            linear_pack_weights(g->packed[i], pdata(g, op->w), IN, OUT);
+        }
         if (op->kind != OP_CONV2D) continue;
         conv2d_dims d = conv_dims(g, op);
         g->packed[i] = df_malloc(conv2d_weights_packed_size(&d) * sizeof(float));
@@ -74,7 +79,10 @@ void df_graph_forward(df_graph *g) {
                 conv2d_forward(y->data, a->data, pdata(g, op->w), pdata(g, op->b), &d);
         } break;
         case OP_LINEAR:
-            linear_forward(y->data, a->data, pdata(g, op->w), pdata(g, op->b), a->n, a->numel / a->n, y->c);
+            if (g->packed && g->packed[i] && a->n <= 2)
+                linear_forward_packed(y->data, a->data, g->packed[i], pdata(g, op->b), a->n, a->numel / a->n, y->c);
+            else
+                linear_forward(y->data, a->data, pdata(g, op->w), pdata(g, op->b), a->n, a->numel / a->n, y->c);
             break;
         case OP_GROUPNORM: {
             float *mean = g->t[op->aux].data, *rstd = mean + a->n * op->groups;
