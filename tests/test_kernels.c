@@ -914,11 +914,13 @@ TEST(losses_values_and_finite_differences) {
 TEST(kernels_independent_of_thread_count) {
     size_t M = 150, N = 170, K = 300;
     float *A = rnd(M * K, 131, -1, 1), *Bm = rnd(K * N, 132, -1, 1), *C1 = zeros(M * N), *Cn = zeros(M * N);
-    /* B = 1 (parallel gemm), B = 4 (by image), B = 10 and 9 (backward: chunks of images) */
-    const conv_cfg *cc[4] = {&conv_cfgs[8], &conv_cfgs[9], &conv_cfgs[10], &conv_cfgs[11]};
-    conv2d_dims d[4];
-    float *in[4], *w[4], *o1[4], *on[4], *dw1[4], *dwn[4], *dx1[4], *dxn[4];
-    for (int c = 0; c < 4; c++) {
+    /* B = 1 (parallel gemm), B = 4 (by image), B = 10 and 9 (backward: chunks of images), B = 3 at 8x8 with
+     * 32 channels (backward: each thread a range of the weight gradient's columns for the whole batch) */
+    static const conv_cfg owned = {3, 32, 8, 8, 32, 3, 3, 1, 1, 1, 1, 1, 1, "B=3, 3x3 at 8x8, 32->32"};
+    const conv_cfg *cc[5] = {&conv_cfgs[8], &conv_cfgs[9], &conv_cfgs[10], &conv_cfgs[11], &owned};
+    conv2d_dims d[5];
+    float *in[5], *w[5], *o1[5], *on[5], *dw1[5], *dwn[5], *dx1[5], *dxn[5];
+    for (int c = 0; c < 5; c++) {
         d[c] = conv_dims(cc[c]);
         size_t n_in = d[c].B * d[c].C_in * d[c].H * d[c].W, n_w = d[c].C_out * d[c].C_in * d[c].KH * d[c].KW;
         size_t n_out = d[c].B * d[c].C_out * conv2d_out_h(&d[c]) * conv2d_out_w(&d[c]);
@@ -946,7 +948,7 @@ TEST(kernels_independent_of_thread_count) {
         conv2d_forward(pass ? ton : to1, win, ww, wb, &td);
         attention_forward(pass ? bon : bo1, NULL, q, k, v, 1, 8, bT, 1);
         gemm(0, 1, M, N, K, 1.0f, A, K, Bm, K, 0.0f, pass ? Cn : C1, N);
-        for (int c = 0; c < 4; c++) {
+        for (int c = 0; c < 5; c++) {
             conv2d_forward(pass ? on[c] : o1[c], in[c], w[c], NULL, &d[c]);
             conv2d_backward(pass ? dxn[c] : dx1[c], pass ? dwn[c] : dw1[c], NULL, o1[c], in[c], w[c], &d[c]);
         }
@@ -954,8 +956,18 @@ TEST(kernels_independent_of_thread_count) {
         attention_backward(pass ? dqn : dq1, NULL, NULL, v, q, k, v, p1, aB, aC, aT, aH);
     }
     printf("    %d threads against 1\n", df_threads());
+    { /* and the owned-columns path against the definition */
+        const conv2d_dims *od = &d[4];
+        size_t n_in = od->B * od->C_in * od->H * od->W, n_w = od->C_out * od->C_in * 9;
+        float *dwr = zeros(n_w), *dxr = zeros(n_in), *o4 = rnd(od->B * od->C_out * 64, 133, -1, 1);
+        float *dwf = zeros(n_w);
+        conv2d_backward(NULL, dwf, NULL, o4, in[4], w[4], od);
+        conv2d_backward_ref(dxr, dwr, NULL, o4, in[4], w[4], od);
+        EXPECT_CLOSE("B=3 3x3 8x8 weight gradient (columns per thread) vs ref", dwf, dwr, n_w, 1e-5);
+        df_free(dwr), df_free(dxr), df_free(o4), df_free(dwf);
+    }
     EXPECT_CLOSE("gemm, threads vs 1", Cn, C1, M * N, 0);
-    for (int c = 0; c < 4; c++) {
+    for (int c = 0; c < 5; c++) {
         size_t n_in = d[c].B * d[c].C_in * d[c].H * d[c].W, n_w = d[c].C_out * d[c].C_in * d[c].KH * d[c].KW;
         size_t n_out = d[c].B * d[c].C_out * conv2d_out_h(&d[c]) * conv2d_out_w(&d[c]);
         EXPECT_CLOSE(cc[c]->what, on[c], o1[c], n_out, 0);

@@ -587,6 +587,18 @@ static void backward_image(float *din, float *dweight, int first, const float *g
     }
 }
 
+/* A packer for columns [k0, k0 + N) of another packer's B: what gemm sees as column j is column k0 + j. */
+typedef struct {
+    gemm_pack_b_fn packb;
+    const void *ctx;
+    size_t k0;
+} col_range;
+
+static void pack_range(float *dst, size_t p0, size_t kc, size_t j0, size_t nc, const void *ctx) {
+    const col_range *cr = ctx;
+    cr->packb(dst, p0, kc, cr->k0 + j0, nc, cr->ctx);
+}
+
 /* Images [DW_CHUNK c, DW_CHUNK (c + 1)) of the batch: their input gradients, and their weight gradient's sum
  * into part + c C_out K (when part is not NULL). */
 static void backward_chunk(float *din, float *part, size_t c, const float *dout, const float *in, const float *wtp,
@@ -673,6 +685,30 @@ void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout
             }
         }
         return;
+    }
+    if (dweight && d->B > 1 && !omp_in_parallel() && omp_get_max_threads() > 1 && (double)CK * P > 32768.0 * 8) {
+        /* The weight gradient image by image, each thread owning one range of its columns (input channel
+         * taps) for the whole batch: its part of dweight stays in its own cache, where a parallel gemm per
+         * image moved tiles between the cores on every image. Every element gets the same sums in the same
+         * (image) order as by the loop below. 3x3 128->128 at 7x7, batch 64, 2 threads, caches flushed
+         * before each call: 6.45-6.60 -> 4.53-4.76 ms. */
+#pragma omp parallel
+        {
+            size_t T = (size_t)omp_get_num_threads(), t = (size_t)omp_get_thread_num(), np = (K + 15) / 16;
+            size_t k0 = np * t / T * 16, k1 = np * (t + 1) / T * 16 < K ? np * (t + 1) / T * 16 : K;
+            for (size_t b = 0; b < d->B && k0 < k1; b++) {
+                const float *g = dout + b * out_sz, *x = in + b * in_sz;
+                if (pointwise) {
+                    gemm(0, 1, d->C_out, k1 - k0, P, 1.0f, g, P, x + k0 * P, P, 1.0f, dweight + k0, K);
+                } else {
+                    col_ctx cc = {x, d, Ho, Wo};
+                    col_range cr = {col_packer(1), &cc, k0};
+                    gemm_packed_b(0, d->C_out, k1 - k0, P, 1.0f, g, P, pack_range, &cr, 1.0f, dweight + k0, K);
+                }
+            }
+        }
+        dweight = NULL;
+        if (!din) return;
     }
     for (size_t b = 0; b < d->B; b++)
         backward_image(din ? din + b * in_sz : NULL, dweight, 0, dout + b * out_sz, in + b * in_sz, wtp, d, Ho, Wo);
