@@ -82,7 +82,7 @@ def main():
     if a.quick:
         cases = cases[1:3]
     isa = re.search(r"(\w+) micro-kernel", run([DIFFUSE, "bench", "--preset", "tiny", "--batch", "1", "--reps", "1"])[0])
-    print(f"diffuse vs PyTorch {__import__('torch').__version__}, {a.threads} threads, median of {a.reps}, "
+    print(f"diffuse vs PyTorch {__import__('torch').__version__}, {a.threads} threads, median of {a.reps} (batch 1: {a.reps_b1}), "
           f"diffuse GEMM micro-kernel: {isa.group(1) if isa else '?'}")
     print(f"{'case':34} {'diffuse img/s':>14} {'torch img/s':>12} {'ratio':>7} {'diffuse MB':>11} {'torch MB':>9}")
     torch_fp32 = {}

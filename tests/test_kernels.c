@@ -518,7 +518,8 @@ static void att_case_forward(fd_loss *self) {
 TEST(attention_matches_ref) {
     static const size_t cfgs[][4] = {/* B, C, T, heads */
                                      {2, 4, 9, 1},   {2, 8, 70, 2},   {1, 6, 130, 3},
-                                     {1, 8, 200, 1}, {2, 16, 100, 2}, {3, 4, 1, 2}};
+                                     {1, 8, 200, 1}, {2, 16, 100, 2}, {3, 4, 1, 2},
+                                     {1, 8, 300, 1}}; /* T > ATT_WHOLE: row blocks without probs */
     for (size_t t = 0; t < sizeof cfgs / sizeof cfgs[0]; t++) {
         size_t B = cfgs[t][0], C = cfgs[t][1], T = cfgs[t][2], H = cfgs[t][3], n = B * C * T, np = B * H * T * T;
         float *q = rnd(n, 71, -2, 2), *k = rnd(n, 72, -2, 2), *v = rnd(n, 73, -1, 1);
@@ -933,9 +934,10 @@ TEST(kernels_independent_of_thread_count) {
     /* batch 1 by the team: a Winograd convolution (one chunk of tiles) and attention's row blocks */
     conv2d_dims wd = {.B = 1, .C_in = 16, .C_out = 24, .H = 28, .W = 28, .KH = 3, .KW = 3, .stride = 1,
                       .pad_t = 1, .pad_b = 1, .pad_l = 1, .pad_r = 1};
-    size_t wn_in = 16 * 28 * 28, wn_out = 24 * 28 * 28, bT = 200, bn = 8 * bT;
+    size_t wn_in = 16 * 28 * 28, wn_out = 24 * 28 * 28, bT = 300, bn = 8 * bT, hT = 196, hn = 8 * hT;
     float *win = rnd(wn_in, 138, -1, 1), *ww = rnd(24 * 16 * 9, 139, -1, 1), *wb = rnd(24, 140, -1, 1);
     float *wo1 = zeros(wn_out), *won = zeros(wn_out), *bo1 = zeros(bn), *bon = zeros(bn);
+    float *ho1 = zeros(hn), *hon = zeros(hn);
     /* and at 14x14 (7 tile rows, which do not split evenly over 2 threads): the team on each chunk */
     conv2d_dims td = wd;
     td.H = td.W = 14;
@@ -947,6 +949,7 @@ TEST(kernels_independent_of_thread_count) {
         conv2d_forward(pass ? won : wo1, win, ww, wb, &wd);
         conv2d_forward(pass ? ton : to1, win, ww, wb, &td);
         attention_forward(pass ? bon : bo1, NULL, q, k, v, 1, 8, bT, 1);
+        attention_forward(pass ? hon : ho1, NULL, q, k, v, 1, 8, hT, 1);
         gemm(0, 1, M, N, K, 1.0f, A, K, Bm, K, 0.0f, pass ? Cn : C1, N);
         for (int c = 0; c < 5; c++) {
             conv2d_forward(pass ? on[c] : o1[c], in[c], w[c], NULL, &d[c]);
@@ -981,7 +984,9 @@ TEST(kernels_independent_of_thread_count) {
     EXPECT_CLOSE("Winograd conv2d fwd B=1 28x28 (a chunk of tile rows per thread), threads vs 1", won, wo1, wn_out, 0);
     EXPECT_CLOSE("Winograd conv2d fwd B=1 14x14 (the team on each chunk), threads vs 1", ton, to1, tn_out, 0);
     EXPECT_CLOSE("attention fwd B=1 without probabilities (row blocks), threads vs 1", bon, bo1, bn, 0);
+    EXPECT_CLOSE("attention fwd B=1 T=196 without probabilities (whole head), threads vs 1", hon, ho1, hn, 0);
     df_free(win), df_free(ww), df_free(wb), df_free(wo1), df_free(won), df_free(bo1), df_free(bon);
+    df_free(ho1), df_free(hon);
     df_free(to1), df_free(ton);
     EXPECT_CLOSE("attention dq, threads vs 1", dqn, dq1, an, 0);
     df_free(A), df_free(Bm), df_free(C1), df_free(Cn), df_free(q), df_free(k), df_free(v), df_free(ao1);
