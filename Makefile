@@ -3,7 +3,7 @@
 # tests under AddressSanitizer and UndefinedBehaviorSanitizer.
 
 CC      ?= gcc
-OPT     ?= -O2
+OPT     ?= -O3
 CFLAGS  ?= $(OPT) -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -fopenmp -Iinclude -Isrc
 # Libraries, one list for the normal and the sanitizer builds. BLAS/LAPACK: whichever Debian's alternatives
@@ -35,7 +35,11 @@ DEMO_OUT ?= runs/demo
 
 all: $(BUILD)/diffuse $(BUILD)/libdiffuse.a
 
-$(BUILD)/%.o: %.c
+# Objects depend on the flags they were built with: changing CC, OPT or CFLAGS rebuilds them.
+FLAGS_STAMP := $(BUILD)/cflags
+$(shell mkdir -p $(BUILD) && (echo '$(CC) $(CFLAGS)' | cmp -s - $(FLAGS_STAMP) || echo '$(CC) $(CFLAGS)' > $(FLAGS_STAMP)))
+
+$(BUILD)/%.o: %.c $(FLAGS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 

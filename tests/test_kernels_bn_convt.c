@@ -337,14 +337,14 @@ TEST(convt2d_backward_accumulates) {
 /* ---- against PyTorch ---- */
 
 static void npy_put(const char *dir, const char *cs, const char *what, const float *x, int ndim, const size_t *shape) {
-    char path[512];
+    char path[1024];
     snprintf(path, sizeof path, "%s/%s_%s.npy", dir, cs, what);
     EXPECT(df_npy_write_f32(path, x, ndim, shape) == 0, "write %s: %s", path, df_errmsg());
 }
 
 /* torch's tensor CASE_what (n floats), or NULL after a test failure */
 static float *npy_get(const char *dir, const char *cs, const char *what, size_t n) {
-    char path[512];
+    char path[1024];
     snprintf(path, sizeof path, "%s/%s_%s.npy", dir, cs, what);
     df_npy a;
     if (df_npy_read(path, &a) != 0) {

@@ -194,7 +194,7 @@ static int check_count(df_npy *a, size_t have, size_t *bytes) {
 static int read_npy(FILE *fp, df_npy *a) {
     struct stat st;
     if (fstat(fileno(fp), &st) != 0) return df_error("cannot stat: %s", strerror(errno));
-    size_t fsize = (size_t)st.st_size, prefix, hlen, bytes;
+    size_t fsize = (size_t)st.st_size, prefix = 0, hlen = 0, bytes;
     unsigned char pre[12];
     size_t npre = fsize < sizeof pre ? fsize : sizeof pre;
     if (fread(pre, 1, npre, fp) != npre) return df_error("read error: %s", strerror(errno));
@@ -213,7 +213,7 @@ static int read_npy(FILE *fp, df_npy *a) {
 int df_npy_parse(const void *buf, size_t len, df_npy *a) {
     memset(a, 0, sizeof *a);
     const unsigned char *p = buf;
-    size_t prefix, hlen, bytes;
+    size_t prefix = 0, hlen = 0, bytes;
     if (parse_preamble(p, len, &prefix, &hlen) != 0 || parse_header((const char *)p + prefix, hlen, a) != 0 ||
         check_count(a, len - prefix - hlen, &bytes) != 0) {
         memset(a, 0, sizeof *a);
