@@ -6,10 +6,15 @@ is read from the kernel (wait4). Prints the table of ratios: diffuse in FP32 aga
 diffuse --precision bf16 against torch FP32 (the ratio the targets name) and against torch under bf16
 autocast.
 
-  /usr/bin/python3 bench/vs_torch.py [--threads 2] [--reps 5] [--reps-b1 30] [--quick]
+  /usr/bin/python3 bench/vs_torch.py [--threads 2] [--reps 5] [--reps-b1 30] [--rounds 1] [--quick]
 
 Batch-1 cases take --reps-b1 repetitions on both sides: one such forward is 10-100 ms, and a median of 5 of
 them moved by 2x with one hiccup of the host (PyTorch measured 10.2 images/s once against its usual 20-22).
+
+With --rounds R each case runs R times, the two sides alternating (diffuse, torch, diffuse, ...); a cell is the
+median of the R medians, and the ratio column then also shows the range of the R paired ratios. The host's
+state drifts over minutes (both sides' speeds moved by 20% and more between runs of this script), and
+alternating puts each pair in the same state.
 
 Run it on an otherwise idle machine: these are 2-core machines and anything else running distorts both sides.
 """
@@ -62,11 +67,40 @@ def torch_case(config, mode, batch, threads, reps, precision="fp32"):
     return float(m.group(2)), rss
 
 
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else 0.5 * (xs[len(xs) // 2 - 1] + xs[len(xs) // 2])
+
+
+def summary(results):
+    """(median value, largest MB) of a list of (value, MB); (None, the last error) if any run failed."""
+    if any(v is None for v, _ in results):
+        return None, results[-1][1]
+    return median([v for v, _ in results]), max(m for _, m in results)
+
+
+def alternate(rounds, first, second):
+    """Runs first() and second() (each returning (value, MB)) rounds times in turn. Returns summary() of each
+    and the paired ratios first / second of the rounds."""
+    a, b = [], []
+    for _ in range(rounds):
+        a.append(first())
+        b.append(second())
+    ratios = [x[0] / y[0] for x, y in zip(a, b) if x[0] and y[0]]
+    return summary(a), summary(b), ratios
+
+
+def spread(ratios):
+    """The range of paired ratios, when there are several rounds."""
+    return f", rounds {min(ratios):.2f}-{max(ratios):.2f}x" if len(ratios) > 1 else ""
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--reps-b1", type=int, default=30, help="repetitions of the batch-1 cases (both sides)")
+    ap.add_argument("--rounds", type=int, default=1, help="alternating runs of each case (median of them)")
     ap.add_argument("--quick", action="store_true", help="only fmnist-m forward at batch 1 and 64")
     ap.add_argument("--no-bf16", action="store_true", help="FP32 only")
     a = ap.parse_args()
@@ -83,40 +117,42 @@ def main():
         cases = cases[1:3]
     isa = re.search(r"(\w+) micro-kernel", run([DIFFUSE, "bench", "--preset", "tiny", "--batch", "1", "--reps", "1"])[0])
     print(f"diffuse vs PyTorch {__import__('torch').__version__}, {a.threads} threads, median of {a.reps} (batch 1: {a.reps_b1}), "
-          f"diffuse GEMM micro-kernel: {isa.group(1) if isa else '?'}")
+          f"{a.rounds} round{'s' if a.rounds > 1 else ''}, diffuse GEMM micro-kernel: {isa.group(1) if isa else '?'}")
+    R = a.rounds
     print(f"{'case':34} {'diffuse img/s':>14} {'torch img/s':>12} {'ratio':>7} {'diffuse MB':>11} {'torch MB':>9}")
     torch_fp32 = {}
     for preset, mode, batch in cases:
         reps = a.reps_b1 if batch == 1 else a.reps
-        d, drss = diffuse_case(preset, mode, batch, a.threads, reps)
-        t, trss = torch_case(configs[preset], mode, batch, a.threads, reps)
+        (d, drss), (t, trss), ratios = alternate(R, lambda: diffuse_case(preset, mode, batch, a.threads, reps),
+                                                 lambda: torch_case(configs[preset], mode, batch, a.threads, reps))
         torch_fp32[(preset, mode, batch)] = t
         name = f"{preset} {mode} batch {batch}"
-        print(f"{name:34} {d:14.2f} {t:12.2f} {d / t:6.2f}x {drss:11.0f} {trss:9.0f}", flush=True)
+        print(f"{name:34} {d:14.2f} {t:12.2f} {d / t:6.2f}x {drss:11.0f} {trss:9.0f}{spread(ratios)[1:]}", flush=True)
     if not a.no_bf16:
         print(f"\n{'case, diffuse --precision bf16':34} {'diffuse img/s':>14} {'vs torch fp32':>14} "
               f"{'torch bf16 img/s':>17} {'vs torch bf16':>14} {'diffuse MB':>11} {'torch MB':>9}")
         for preset, mode, batch in cases:
             reps = a.reps_b1 if batch == 1 else a.reps
-            d, drss = diffuse_case(preset, mode, batch, a.threads, reps, "bf16")
-            t, trss = torch_case(configs[preset], mode, batch, a.threads, reps, "bf16")
+            (d, drss), (t, trss), _ = alternate(R, lambda: diffuse_case(preset, mode, batch, a.threads, reps, "bf16"),
+                                                lambda: torch_case(configs[preset], mode, batch, a.threads, reps, "bf16"))
             name = f"{preset} {mode} batch {batch}"
             vs = f"{t:17.2f} {d / t:13.2f}x {drss:11.0f} {trss:9.0f}" if t else f"{'fails':>17} {'':>14} {drss:11.0f}"
             print(f"{name:34} {d:14.2f} {d / torch_fp32[(preset, mode, batch)]:13.2f}x {vs}", flush=True)
             if not t:
                 print(f"  (torch under bf16 autocast: {trss})")
     if not a.quick and a.threads > 1:
-        peaks = []
-        one, _ = diffuse_case("fmnist-m", "train", 64, 1, a.reps, peak=peaks)
-        many, _ = diffuse_case("fmnist-m", "train", 64, a.threads, a.reps, peak=peaks)
+        p1, pn = [], []
+        (one, _), (many, _), r = alternate(R, lambda: diffuse_case("fmnist-m", "train", 64, 1, a.reps, peak=p1),
+                                           lambda: diffuse_case("fmnist-m", "train", 64, a.threads, a.reps, peak=pn))
+        g = [y / x for x, y in zip(p1, pn)]
         print(f"diffuse fmnist-m training, 1 -> {a.threads} threads: {one:.2f} -> {many:.2f} images/s "
-              f"({many / one:.2f}x)")
-        print(f"the machine's GEMM peak as diffuse measured it in those two runs, 1 -> {a.threads} threads: "
-              f"{peaks[0]:.0f} -> {peaks[1]:.0f} GFLOP/s ({peaks[1] / peaks[0]:.2f}x)")
-        one, _ = torch_case(configs["fmnist-m"], "train", 64, 1, a.reps)
-        many, _ = torch_case(configs["fmnist-m"], "train", 64, a.threads, a.reps)
+              f"({median([1 / x for x in r]):.2f}x{spread([1 / x for x in r])})")
+        print(f"the machine's GEMM peak as diffuse measured it in those runs, 1 -> {a.threads} threads: "
+              f"{median(p1):.0f} -> {median(pn):.0f} GFLOP/s ({median(g):.2f}x{spread(g)})")
+        (one, _), (many, _), r = alternate(R, lambda: torch_case(configs["fmnist-m"], "train", 64, 1, a.reps),
+                                           lambda: torch_case(configs["fmnist-m"], "train", 64, a.threads, a.reps))
         print(f"PyTorch fmnist-m training, 1 -> {a.threads} threads: {one:.2f} -> {many:.2f} images/s "
-              f"({many / one:.2f}x; the same machine's scaling, for comparison)")
+              f"({median([1 / x for x in r]):.2f}x{spread([1 / x for x in r])}; the same machine's scaling, for comparison)")
 
 
 if __name__ == "__main__":
