@@ -190,7 +190,7 @@ int cmd_bench(int argc, char **argv) {
     df_schedule_defaults(&c.s);
     df_schedule_init(&c.s);
     df_adam_config ac = {.lr = 1e-4, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8};
-    df_adam_init(&c.adam, df_unet_num_params(c.m), &ac);
+    if (train) df_adam_init(&c.adam, df_unet_num_params(c.m), &ac); /* a forward's peak RSS without Adam's moments */
     df_unet_cost k = df_unet_costs(cfg);
     if (!train) df_unet_freeze(c.m, 1); /* as the samplers run it: the weights packed once */
     void (*fn)(void *) = train ? run_train : run_forward;
