@@ -1064,6 +1064,34 @@ TEST(vexpf_accuracy) {
 }
 
 /* Winograd F(2x2, 3x3) against the direct reference: even and odd image sizes, batches, channels, bias. */
+/* The fused adds of a sampling graph (conv2d_forward_winograd_packed_add) against the convolution and then
+ * add_channel_forward or add_forward: the same bits, on the AVX-512 rows (W <= 32) and the portable ones, by
+ * chunks (B = 5) and at batch 1 on the team; the output written while res is read from another buffer. */
+TEST(conv2d_winograd_fused_adds_same_bits) {
+    static const size_t cfg[][4] = {{5, 16, 24, 28}, {1, 16, 16, 28}, {1, 32, 16, 14}, {2, 8, 8, 40}, {1, 8, 12, 33}};
+    for (int c = 0; c < 5; c++) {
+        conv2d_dims d = {.B = cfg[c][0], .C_in = cfg[c][1], .C_out = cfg[c][2], .H = cfg[c][3], .W = cfg[c][3],
+                         .KH = 3, .KW = 3, .stride = 1, .pad_t = 1, .pad_b = 1, .pad_l = 1, .pad_r = 1};
+        size_t ni = d.B * d.C_in * d.H * d.W, nw = d.C_out * d.C_in * 9, no = d.B * d.C_out * d.H * d.W;
+        float *in = rnd(ni, 141, -1, 1), *w = rnd(nw, 142, -0.3f, 0.3f), *b = rnd(d.C_out, 143, -1, 1);
+        float *chan = rnd(d.B * d.C_out, 144, -1, 1), *res = rnd(no, 145, -1, 1);
+        float *Up = df_malloc(conv2d_winograd_weights_size(&d) * 4), *conv = zeros(no), *want = zeros(no);
+        float *got = zeros(no);
+        conv2d_winograd_pack_weights(Up, w, &d);
+        conv2d_forward_winograd_packed(conv, in, Up, b, &d);
+        char name[96];
+        add_channel_forward(want, conv, chan, d.B, d.C_out, d.H * d.W);
+        conv2d_forward_winograd_packed_add(got, in, Up, b, &d, chan, NULL);
+        snprintf(name, sizeof name, "conv + add_channel fused B%zu %zu->%zu %zux%zu", d.B, d.C_in, d.C_out, d.H, d.W);
+        EXPECT_CLOSE(name, got, want, no, 0);
+        add_forward(want, res, conv, no);
+        conv2d_forward_winograd_packed_add(got, in, Up, b, &d, NULL, res);
+        EXPECT_CLOSE("conv + add fused", got, want, no, 0);
+        df_free(in), df_free(w), df_free(b), df_free(chan), df_free(res), df_free(Up), df_free(conv);
+        df_free(want), df_free(got);
+    }
+}
+
 TEST(conv2d_winograd_matches_ref) {
     static const size_t cfg[][5] = {{1, 8, 8, 4, 4},     {2, 16, 24, 7, 7},   {3, 32, 8, 28, 28},
                                     {2, 9, 13, 5, 6},    {1, 64, 64, 14, 14}, {24, 16, 16, 14, 14},

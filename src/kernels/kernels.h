@@ -120,6 +120,12 @@ size_t conv2d_winograd_weights_size(const conv2d_dims *d);
 void conv2d_winograd_pack_weights(float *Up, const float *weight, const conv2d_dims *d);
 void conv2d_forward_winograd_packed(float *out, const float *in, const float *Up, const float *bias,
                                     const conv2d_dims *d);
+/* The same, then out += chan[b, o] per image and channel (chan (B, C_out)) and out += res element by element
+ * (res like out), either NULL: the bits of add_channel_forward or add_forward run after it, without their
+ * pass over memory (sampling graphs fuse a convolution with the add that alone reads it). out may alias
+ * neither in, chan nor res. */
+void conv2d_forward_winograd_packed_add(float *out, const float *in, const float *Up, const float *bias,
+                                        const conv2d_dims *d, const float *chan, const float *res);
 /* dweight (C_out, C_in, 3, 3) += the weight gradient of that convolution, by the same transforms (16 GEMMs of
  * C_out x C_in over the batch's tiles); conv2d_backward uses it where conv2d_winograd_applies. */
 void conv2d_weight_grad_winograd(float *dweight, const float *dout, const float *in, const conv2d_dims *d);

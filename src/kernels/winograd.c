@@ -139,7 +139,7 @@ __attribute__((target("avx512f"))) static void outgrad_row32(float *const m[16],
  * t1 - t2 - t3 + bias, interleaved in registers and stored W at a time. */
 __attribute__((target("avx512f"))) static void output_row32(float *orow, const float *t0, const float *t1,
                                                             const float *t2, const float *t3, float bv, size_t W,
-                                                            size_t tw) {
+                                                            size_t tw, const float *cadd, const float *rrow) {
     __mmask16 mt = (__mmask16)(tw >= 16 ? 0xffffu : (1u << tw) - 1);
     __m512 a0 = _mm512_maskz_loadu_ps(mt, t0), a1 = _mm512_maskz_loadu_ps(mt, t1);
     __m512 a2 = _mm512_maskz_loadu_ps(mt, t2), a3 = _mm512_maskz_loadu_ps(mt, t3), b = _mm512_set1_ps(bv);
@@ -149,8 +149,17 @@ __attribute__((target("avx512f"))) static void output_row32(float *orow, const f
     const __m512i hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
     __mmask16 m0 = (__mmask16)(W >= 16 ? 0xffffu : (1u << W) - 1);
     __mmask16 m1 = (__mmask16)(W <= 16 ? 0 : W >= 32 ? 0xffffu : (1u << (W - 16)) - 1);
-    _mm512_mask_storeu_ps(orow, m0, _mm512_permutex2var_ps(ev, lo, od));
-    _mm512_mask_storeu_ps(orow + 16, m1, _mm512_permutex2var_ps(ev, hi, od));
+    __m512 v0 = _mm512_permutex2var_ps(ev, lo, od), v1 = _mm512_permutex2var_ps(ev, hi, od);
+    if (cadd) { /* then + the channel's addend, + the residual row: wg_add */
+        __m512 c = _mm512_set1_ps(*cadd);
+        v0 = _mm512_add_ps(v0, c), v1 = _mm512_add_ps(v1, c);
+    }
+    if (rrow) {
+        v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, rrow));
+        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, rrow + 16));
+    }
+    _mm512_mask_storeu_ps(orow, m0, v0);
+    _mm512_mask_storeu_ps(orow + 16, m1, v1);
 }
 
 static int have_avx512(void) {
@@ -166,8 +175,8 @@ static void outgrad_row32(float *const m[16], const float *r0, const float *r1, 
     (void)m, (void)r0, (void)r1, (void)W, (void)tw, (void)rows;
 }
 static void output_row32(float *orow, const float *t0, const float *t1, const float *t2, const float *t3, float bv,
-                         size_t W, size_t tw) {
-    (void)orow, (void)t0, (void)t1, (void)t2, (void)t3, (void)bv, (void)W, (void)tw;
+                         size_t W, size_t tw, const float *cadd, const float *rrow) {
+    (void)orow, (void)t0, (void)t1, (void)t2, (void)t3, (void)bv, (void)W, (void)tw, (void)cadd, (void)rrow;
 }
 static int have_avx512(void) { return 0; }
 #endif
@@ -252,11 +261,32 @@ DF_CLONES static void transform_inputs(float *V, const float *in, const conv2d_d
 /* out[b][o] 2x2 block of tile t = A^T m A + bias, m[xi] = M[xi][o][b * tiles + t]; outputs past the image
  * edge (odd sizes) are dropped. Per output channel: A^T m over all the chunk's tiles at once, then each tile
  * row's two output rows. */
+/* What the output transform adds after the bias, as the graph's next op would (wg_add): per image and
+ * channel chan[b * Co + o], or the tensor res (B, Co, H, W) element by element; either NULL. Each output is
+ * first rounded as the convolution's, then summed with the addend: the bits of the two ops run apart. */
+typedef struct {
+    const float *chan, *res;
+} wg_add;
+
+/* A finished output row (conv values, bias included) plus the addend's row c (NULL: none) and r (NULL: none),
+ * for rows that output_row32 does not take: out may alias neither. */
+static inline void add_row(float *orow, const float *c, const float *r, size_t W) {
+    if (c) {
+        float cv = *c;
+#pragma omp simd
+        for (size_t x = 0; x < W; x++) orow[x] = orow[x] + cv;
+    }
+    if (r) {
+#pragma omp simd
+        for (size_t x = 0; x < W; x++) orow[x] = orow[x] + r[x];
+    }
+}
+
 DF_CLONES static void transform_outputs(float *out, const float *M, const float *bias, const conv2d_dims *d,
                                         size_t th, size_t tw, size_t row0, size_t nrows, float *buf, size_t o0,
-                                        size_t o1) {
-    /* tile rows [row0, row0 + nrows) of output channels [o0, o1) of out (B, Co, H, W) <- M (16, Co, nrows * tw);
-     * buf: 8 N */
+                                        size_t o1, const wg_add *ad) {
+    /* tile rows [row0, row0 + nrows) of output channels [o0, o1) of out (B, Co, H, W) <- M (16, Co, nrows * tw),
+     * then + ad's addend (ad NULL: none); buf: 8 N */
     size_t Co = d->C_out, H = d->H, W = d->W, N = nrows * tw;
     float *s = buf; /* s[r][c][n] = A^T m */
     for (size_t o = o0; o < o1; o++) {
@@ -280,16 +310,19 @@ DF_CLONES static void transform_outputs(float *out, const float *M, const float 
                 size_t yy = 2 * ty + (size_t)r, full = W / 2; /* tiles with both outputs inside the row */
                 if (yy >= H) continue;
                 float *orow = y + yy * W;
+                const float *ca = ad && ad->chan ? ad->chan + b * Co + o : NULL;
+                const float *ra = ad && ad->res ? ad->res + ((b * Co + o) * H + yy) * W : NULL;
                 if (W <= 32 && have_avx512()) {
-                    output_row32(orow, t0, t1, t2, t3, bv, W, tw);
-                    continue;
-                }
+                    output_row32(orow, t0, t1, t2, t3, bv, W, tw, ca, ra);
+                } else {
 #pragma omp simd
-                for (size_t tx = 0; tx < full; tx++) {
-                    orow[2 * tx] = t0[tx] + t1[tx] + t2[tx] + bv;
-                    orow[2 * tx + 1] = t1[tx] - t2[tx] - t3[tx] + bv;
+                    for (size_t tx = 0; tx < full; tx++) {
+                        orow[2 * tx] = t0[tx] + t1[tx] + t2[tx] + bv;
+                        orow[2 * tx + 1] = t1[tx] - t2[tx] - t3[tx] + bv;
+                    }
+                    if (W % 2) orow[2 * full] = t0[full] + t1[full] + t2[full] + bv;
+                    add_row(orow, ca, ra, W);
                 }
-                if (W % 2) orow[2 * full] = t0[full] + t1[full] + t2[full] + bv;
             }
         }
     }
@@ -316,7 +349,7 @@ static void position_gemm(float *M, const float *V, const float *Up, int xi, siz
  * does each chunk together, splitting the input transform by input channel, the 16 GEMMs by position and the
  * output transform by output channel. Every value is computed as the chunk-per-thread loop computes it. */
 static void forward_chunks_by_team(float *out, const float *in, const float *Up, const float *bias,
-                                   const conv2d_dims *d, size_t per, size_t chunks) {
+                                   const conv2d_dims *d, size_t per, size_t chunks, const wg_add *ad) {
     size_t Ci = d->C_in, Co = d->C_out, th = (d->H + 1) / 2, tw = (d->W + 1) / 2, rows = d->B * th, N = per * tw;
     float *V = df_scratch(WG_SLOT_V, 16 * Ci * N), *M = df_scratch(WG_SLOT_M, 16 * Co * N); /* shared */
 #pragma omp parallel
@@ -331,14 +364,21 @@ static void forward_chunks_by_team(float *out, const float *in, const float *Up,
             for (int xi = 0; xi < 16; xi++) position_gemm(M, V, Up, xi, Co, Ci, n);
 #pragma omp for schedule(static)
             for (ptrdiff_t o = 0; o < (ptrdiff_t)Co; o++)
-                transform_outputs(out, M, bias, d, th, tw, row0, nr, buf, (size_t)o, (size_t)o + 1);
+                transform_outputs(out, M, bias, d, th, tw, row0, nr, buf, (size_t)o, (size_t)o + 1, ad);
         }
     }
 }
 
 void conv2d_forward_winograd_packed(float *out, const float *in, const float *Up, const float *bias,
                                     const conv2d_dims *d) {
-    /* out (B, Co, H, W) = conv3x3(in (B, Ci, H, W), U packed by conv2d_winograd_pack_weights, pad 1) + bias */
+    conv2d_forward_winograd_packed_add(out, in, Up, bias, d, NULL, NULL);
+}
+
+void conv2d_forward_winograd_packed_add(float *out, const float *in, const float *Up, const float *bias,
+                                        const conv2d_dims *d, const float *chan, const float *res) {
+    /* out (B, Co, H, W) = conv3x3(in (B, Ci, H, W), U packed by conv2d_winograd_pack_weights, pad 1) + bias,
+     * then + chan (B, Co) per channel and + res (B, Co, H, W) */
+    wg_add ad = {chan, res};
     DF_CHECK(conv2d_winograd_shape(d), "conv2d_forward_winograd: not a 3x3 stride-1 padding-1 convolution");
     size_t Ci = d->C_in, Co = d->C_out, th = (d->H + 1) / 2, tw = (d->W + 1) / 2, rows = d->B * th;
     /* chunks of whole tile rows, about WG_TILES tiles: V and M of a chunk stay in cache */
@@ -355,7 +395,7 @@ void conv2d_forward_winograd_packed(float *out, const float *in, const float *Up
          * either way: each tile's column of every GEMM is summed alike whatever the chunk. */
         size_t per_thread = (rows + (size_t)threads - 1) / (size_t)threads;
         if ((per_thread * (size_t)threads - rows) * 8 > rows) {
-            forward_chunks_by_team(out, in, Up, bias, d, per, chunks);
+            forward_chunks_by_team(out, in, Up, bias, d, per, chunks, &ad);
             return;
         }
         per = per_thread, chunks = (rows + per - 1) / per;
@@ -370,7 +410,7 @@ void conv2d_forward_winograd_packed(float *out, const float *in, const float *Up
             size_t row0 = (size_t)c * per, nr = rows - row0 < per ? rows - row0 : per, n = nr * tw;
             transform_inputs(V, in, d, th, tw, row0, nr, buf, 0, Ci, 0xf);
             for (int xi = 0; xi < 16; xi++) position_gemm(M, V, Up, xi, Co, Ci, n);
-            transform_outputs(out, M, bias, d, th, tw, row0, nr, buf, 0, Co);
+            transform_outputs(out, M, bias, d, th, tw, row0, nr, buf, 0, Co, &ad);
         }
     }
 }

@@ -359,6 +359,14 @@ void df_graph_plan(df_graph *g) {
     } else { /* each tensor from its producer through its last reader */
         span *s = df_malloc((size_t)(g->nt + 1) * sizeof *s);
         for (int i = 0; i < g->nt; i++) s[i] = (span){g->t[i].producer, g->t[i].last_use, g->t[i].numel, &g->t[i].offset};
+        /* A convolution that the forward may run together with the add after it (conv_add_fused in graph_exec.c)
+         * still reads its input while the add's output is written: the input lives through the add. */
+        for (int i = 0; i + 1 < g->nops; i++) {
+            const df_op *op = &g->ops[i], *nx = &g->ops[i + 1];
+            if (op->kind == OP_CONV2D && (nx->kind == OP_ADD || nx->kind == OP_ADD_CHANNEL) &&
+                (nx->in[0] == op->out || nx->in[1] == op->out) && s[op->in[0]].end < i + 1)
+                s[op->in[0]].end = i + 1;
+        }
         g->arena_floats = plan_spans(s, g->nt, -1, g->nops);
         df_free(s);
     }

@@ -62,6 +62,27 @@ void df_graph_pack_weights(df_graph *g) {
     }
 }
 
+static int overlap(const df_tensor *p, const df_tensor *q) {
+    return p->data < q->data + q->numel && q->data < p->data + p->numel;
+}
+
+/* In a sampling graph with packed weights, a Winograd convolution whose output only the next op reads, that op
+ * an add_channel or add of it and another tensor, is run as one (conv2d_forward_winograd_packed_add): the add's
+ * output written straight from the transform, with the same bits. Returns 1 when op i + 1 was done so. */
+static int conv_add_fused(df_graph *g, int i, const conv2d_dims *d) {
+    const df_op *op = &g->ops[i], *nx = i + 1 < g->nops ? &g->ops[i + 1] : NULL;
+    if (g->train || !g->packed || !g->packed[i] || !nx || !conv2d_winograd_applies(d)) return 0;
+    if (nx->kind != OP_ADD_CHANNEL && nx->kind != OP_ADD) return 0;
+    int c = op->out, other = nx->in[0] == c ? nx->in[1] : nx->in[0];
+    if (g->t[c].last_use != i + 1 || (nx->in[0] == c) == (nx->in[1] == c) || other < 0) return 0;
+    const df_tensor *y = &g->t[nx->out], *a = &g->t[op->in[0]], *o = &g->t[other];
+    if (overlap(y, a) || overlap(y, o)) return 0; /* the plan may give the add's output the input's memory */
+    if (nx->kind == OP_ADD_CHANNEL && nx->in[0] != c) return 0;
+    conv2d_forward_winograd_packed_add(y->data, a->data, g->packed[i], pdata(g, op->b), d,
+                                       nx->kind == OP_ADD_CHANNEL ? o->data : NULL, nx->kind == OP_ADD ? o->data : NULL);
+    return 1;
+}
+
 void df_graph_forward(df_graph *g) {
     if (g->packed && g->packed_bf16 != gemm_bf16_on()) df_graph_pack_weights(g); /* packed for another precision */
     for (int i = 0; i < g->nops; i++) {
@@ -73,6 +94,11 @@ void df_graph_forward(df_graph *g) {
         switch (op->kind) {
         case OP_CONV2D: {
             conv2d_dims d = conv_dims(g, op);
+            if (conv_add_fused(g, i, &d)) {
+                if (g->op_seconds) g->op_seconds[i] += df_time() - t0;
+                i++; /* the add is done: its time is the convolution's */
+                continue;
+            }
             if (g->packed && g->packed[i])
                 conv2d_forward_packed(y->data, a->data, g->packed[i], pdata(g, op->b), &d);
             else

@@ -22,15 +22,25 @@ typedef struct {
 } builder;
 
 /* A k x k convolution named `prefix` (prefix.weight, prefix.bias). */
+/* A convolution's parameters (ids into w and bias), added where the parameter order puts them. */
+static void conv_params(builder *b, const char *prefix, int cin, int cout, int k, int *w, int *bias) {
+    *w = df_params_addf(&b->m->params, 4, cout, cin, k, k, "%s.weight", prefix);
+    *bias = df_params_addf(&b->m->params, 1, cout, 0, 0, 0, "%s.bias", prefix);
+}
+
 static int conv(builder *b, int x, const char *prefix, int cin, int cout, int k, int stride, int pt, int pb, int pl,
                 int pr) {
-    int w = df_params_addf(&b->m->params, 4, cout, cin, k, k, "%s.weight", prefix), bias = df_params_addf(&b->m->params, 1, cout, 0, 0, 0, "%s.bias", prefix);
+    int w, bias;
+    conv_params(b, prefix, cin, cout, k, &w, &bias);
     return b->g ? g_conv(b->g, x, w, bias, (size_t)stride, (size_t)pt, (size_t)pb, (size_t)pl, (size_t)pr) : -1;
 }
 
 static int conv3(builder *b, int x, const char *prefix, int cin, int cout) {
     return conv(b, x, prefix, cin, cout, 3, 1, 1, 1, 1, 1);
 }
+
+/* The op of a 3x3 convolution whose parameters conv_params added earlier. */
+static int conv3_op(builder *b, int x, int w, int bias) { return b->g ? g_conv(b->g, x, w, bias, 1, 1, 1, 1, 1) : -1; }
 
 /* A linear layer; applied to a feature map it is a 1x1 convolution over channels (attention projections). */
 static int linear(builder *b, int x, const char *prefix, int cin, int cout, int on_map) {
@@ -51,19 +61,23 @@ static int groupnorm(builder *b, int x, const char *prefix, int ch, int then_sil
 static int silu(builder *b, int x) { return b->g ? g_silu(b->g, x) : -1; }
 
 /* ResnetBlock2D: norm1, silu, conv1, + time_emb_proj(silu(temb)), norm2, silu, dropout, conv2, + shortcut,
- * / output_scale_factor. */
+ * / output_scale_factor. The parameters are added in that order; the ops run time_emb_proj before conv1 and
+ * the shortcut before conv2, so that each 3x3 convolution comes right before the add that alone reads it
+ * (a sampling graph runs the two as one: conv_add_fused in graph_exec.c). */
 static int resnet(builder *b, int x, const char *prefix, int cin, int cout, float scale, int dropout) {
     char n[DF_PARAM_NAME];
     const df_unet_config *c = &b->m->cfg;
 #define SUB(s) (snprintf(n, sizeof n, "%s.%s", prefix, s), n)
-    int h = groupnorm(b, x, SUB("norm1"), cin, 1);
-    h = conv3(b, h, SUB("conv1"), cin, cout);
+    int h = groupnorm(b, x, SUB("norm1"), cin, 1), w1, b1, w2, b2;
+    conv_params(b, SUB("conv1"), cin, cout, 3, &w1, &b1);
     int tp = linear(b, b->temb, SUB("time_emb_proj"), (int)b->temb_dim, cout, 0);
+    h = conv3_op(b, h, w1, b1);
     if (b->g) h = g_add_channel(b->g, h, tp);
     h = groupnorm(b, h, SUB("norm2"), cout, 1);
     if (b->g && b->train && dropout && c->dropout > 0) h = g_dropout(b->g, h, c->dropout);
-    h = conv3(b, h, SUB("conv2"), cout, cout);
+    conv_params(b, SUB("conv2"), cout, cout, 3, &w2, &b2);
     int sc = cin != cout ? conv(b, x, SUB("conv_shortcut"), cin, cout, 1, 1, 0, 0, 0, 0) : x;
+    h = conv3_op(b, h, w2, b2);
 #undef SUB
     if (!b->g) return -1;
     int out = g_add(b->g, sc, h);
