@@ -75,9 +75,9 @@ static int conv_add_fused(df_graph *g, int i, const conv2d_dims *d) {
     if (nx->kind != OP_ADD_CHANNEL && nx->kind != OP_ADD) return 0;
     int c = op->out, other = nx->in[0] == c ? nx->in[1] : nx->in[0];
     if (g->t[c].last_use != i + 1 || (nx->in[0] == c) == (nx->in[1] == c) || other < 0) return 0;
+    if (nx->kind == OP_ADD_CHANNEL && nx->in[0] != c) return 0; /* the map is in[0], the per-channel vector in[1] */
     const df_tensor *y = &g->t[nx->out], *a = &g->t[op->in[0]], *o = &g->t[other];
-    if (overlap(y, a) || overlap(y, o)) return 0; /* the plan may give the add's output the input's memory */
-    if (nx->kind == OP_ADD_CHANNEL && nx->in[0] != c) return 0;
+    if (overlap(y, a) || overlap(y, o)) return 0; /* df_graph_plan keeps them apart; checked all the same */
     conv2d_forward_winograd_packed_add(y->data, a->data, g->packed[i], pdata(g, op->b), d,
                                        nx->kind == OP_ADD_CHANNEL ? o->data : NULL, nx->kind == OP_ADD ? o->data : NULL);
     return 1;

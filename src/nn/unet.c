@@ -21,13 +21,14 @@ typedef struct {
     size_t temb_dim;
 } builder;
 
-/* A k x k convolution named `prefix` (prefix.weight, prefix.bias). */
-/* A convolution's parameters (ids into w and bias), added where the parameter order puts them. */
+/* A convolution's parameters prefix.weight and prefix.bias (their ids into w and bias), added where the
+ * parameter order puts them. */
 static void conv_params(builder *b, const char *prefix, int cin, int cout, int k, int *w, int *bias) {
     *w = df_params_addf(&b->m->params, 4, cout, cin, k, k, "%s.weight", prefix);
     *bias = df_params_addf(&b->m->params, 1, cout, 0, 0, 0, "%s.bias", prefix);
 }
 
+/* A k x k convolution named `prefix`: its parameters, then its op. */
 static int conv(builder *b, int x, const char *prefix, int cin, int cout, int k, int stride, int pt, int pb, int pl,
                 int pr) {
     int w, bias;
