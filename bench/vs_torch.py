@@ -4,7 +4,8 @@ torch by tests/ref/unet_twin.py from the config diffuse prints), the same batch 
 REPS repetitions after a warm-up, each case in fresh processes (diffuse, then torch). Peak RSS of each process
 is read from the kernel (wait4). This script never imports torch itself: a child's peak RSS starts at its
 parent's RSS when it is forked (Linux keeps the high-water mark across exec), so a parent holding torch (about
-220 MB) showed diffuse's 93 MB batch-1 forward as 227 MB. Prints the table of ratios: diffuse in FP32 against torch in FP32, then
+220 MB) showed diffuse's 142 MB batch-1 forward as 227 MB. Prints the table of ratios: diffuse in FP32 against
+torch in FP32, then
 diffuse --precision bf16 against torch FP32 (the ratio the targets name) and against torch under bf16
 autocast.
 
@@ -26,6 +27,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from statistics import median
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -67,11 +69,6 @@ def torch_case(config, mode, batch, threads, reps, precision="fp32"):
         return None, rss
     m = re.search(r"images/s ([\d.]+) ([\d.]+)", out)
     return float(m.group(2)), rss
-
-
-def median(xs):
-    xs = sorted(xs)
-    return xs[len(xs) // 2] if len(xs) % 2 else 0.5 * (xs[len(xs) // 2 - 1] + xs[len(xs) // 2])
 
 
 def summary(results):
@@ -147,15 +144,16 @@ def main():
         p1, pn = [], []
         (one, _), (many, _), r = alternate(R, lambda: diffuse_case("fmnist-m", "train", 64, 1, a.reps, peak=p1),
                                            lambda: diffuse_case("fmnist-m", "train", 64, a.threads, a.reps, peak=pn))
-        g = [y / x for x, y in zip(p1, pn)]
+        g, up = [y / x for x, y in zip(p1, pn)], [1 / x for x in r]
         print(f"diffuse fmnist-m training, 1 -> {a.threads} threads: {one:.2f} -> {many:.2f} images/s "
-              f"({median([1 / x for x in r]):.2f}x{spread([1 / x for x in r])})")
+              f"({median(up):.2f}x{spread(up)})")
         print(f"the machine's GEMM peak as diffuse measured it in those runs, 1 -> {a.threads} threads: "
               f"{median(p1):.0f} -> {median(pn):.0f} GFLOP/s ({median(g):.2f}x{spread(g)})")
         (one, _), (many, _), r = alternate(R, lambda: torch_case(configs["fmnist-m"], "train", 64, 1, a.reps),
                                            lambda: torch_case(configs["fmnist-m"], "train", 64, a.threads, a.reps))
+        up = [1 / x for x in r]
         print(f"PyTorch fmnist-m training, 1 -> {a.threads} threads: {one:.2f} -> {many:.2f} images/s "
-              f"({median([1 / x for x in r]):.2f}x{spread([1 / x for x in r])}; the same machine's scaling, for comparison)")
+              f"({median(up):.2f}x{spread(up)}; the same machine's scaling, for comparison)")
 
 
 if __name__ == "__main__":

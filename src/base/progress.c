@@ -9,9 +9,7 @@
 
 const char *df_fmt_duration(char *buf, int cap, double s) {
     if (s < 0 || s != s) s = 0;
-    if (s > 3.6e8) s = 3.6e8; /* 100,000 hours: bounds the digits (and -O3's format-truncation check) */
-    long t = (long)(s + 0.5);
-    if (t > 360000000L) t = 360000000L;
+    long t = s < 3.6e8 ? (long)(s + 0.5) : 360000000L; /* at most 100,000 hours: bounds the digits (-O3 checks) */
     if (t >= 3600) snprintf(buf, (size_t)cap, "%ldh%02ldm", t / 3600, (t / 60) % 60);
     else if (t >= 60) snprintf(buf, (size_t)cap, "%ldm%02lds", t / 60, t % 60);
     else snprintf(buf, (size_t)cap, "%lds", t);

@@ -150,7 +150,7 @@ __attribute__((target("avx512f"))) static void output_row32(float *orow, const f
     __mmask16 m0 = (__mmask16)(W >= 16 ? 0xffffu : (1u << W) - 1);
     __mmask16 m1 = (__mmask16)(W <= 16 ? 0 : W >= 32 ? 0xffffu : (1u << (W - 16)) - 1);
     __m512 v0 = _mm512_permutex2var_ps(ev, lo, od), v1 = _mm512_permutex2var_ps(ev, hi, od);
-    if (cadd) { /* then + the channel's addend, + the residual row: wg_add */
+    if (cadd) { /* then + the channel's addend, + the residual row (transform_outputs) */
         __m512 c = _mm512_set1_ps(*cadd);
         v0 = _mm512_add_ps(v0, c), v1 = _mm512_add_ps(v1, c);
     }
@@ -258,16 +258,6 @@ DF_CLONES static void transform_inputs(float *V, const float *in, const conv2d_d
     }
 }
 
-/* out[b][o] 2x2 block of tile t = A^T m A + bias, m[xi] = M[xi][o][b * tiles + t]; outputs past the image
- * edge (odd sizes) are dropped. Per output channel: A^T m over all the chunk's tiles at once, then each tile
- * row's two output rows. */
-/* What the output transform adds after the bias, as the graph's next op would (wg_add): per image and
- * channel chan[b * Co + o], or the tensor res (B, Co, H, W) element by element; either NULL. Each output is
- * first rounded as the convolution's, then summed with the addend: the bits of the two ops run apart. */
-typedef struct {
-    const float *chan, *res;
-} wg_add;
-
 /* A finished output row (conv values, bias included) plus the addend's row c (NULL: none) and r (NULL: none),
  * for rows that output_row32 does not take: out may alias neither. */
 static inline void add_row(float *orow, const float *c, const float *r, size_t W) {
@@ -282,11 +272,16 @@ static inline void add_row(float *orow, const float *c, const float *r, size_t W
     }
 }
 
+/* out[b][o] 2x2 block of tile t = A^T m A + bias, m[xi] = M[xi][o][b * tiles + t]; outputs past the image
+ * edge (odd sizes) are dropped. Per output channel: A^T m over all the chunk's tiles at once, then each tile
+ * row's two output rows. Then, as the graph's next op would, + chan[b * Co + o] (per image and channel) and
+ * + res (B, Co, H, W) element by element, either NULL: each output is first rounded as the convolution's,
+ * then summed with the addend, so the bits are those of the two ops run apart. */
 DF_CLONES static void transform_outputs(float *out, const float *M, const float *bias, const conv2d_dims *d,
                                         size_t th, size_t tw, size_t row0, size_t nrows, float *buf, size_t o0,
-                                        size_t o1, const wg_add *ad) {
+                                        size_t o1, const float *chan, const float *res) {
     /* tile rows [row0, row0 + nrows) of output channels [o0, o1) of out (B, Co, H, W) <- M (16, Co, nrows * tw),
-     * then + ad's addend (ad NULL: none); buf: 8 N */
+     * + chan, + res; buf: 8 N */
     size_t Co = d->C_out, H = d->H, W = d->W, N = nrows * tw;
     float *s = buf; /* s[r][c][n] = A^T m */
     for (size_t o = o0; o < o1; o++) {
@@ -310,8 +305,8 @@ DF_CLONES static void transform_outputs(float *out, const float *M, const float 
                 size_t yy = 2 * ty + (size_t)r, full = W / 2; /* tiles with both outputs inside the row */
                 if (yy >= H) continue;
                 float *orow = y + yy * W;
-                const float *ca = ad && ad->chan ? ad->chan + b * Co + o : NULL;
-                const float *ra = ad && ad->res ? ad->res + ((b * Co + o) * H + yy) * W : NULL;
+                const float *ca = chan ? chan + b * Co + o : NULL;
+                const float *ra = res ? res + ((b * Co + o) * H + yy) * W : NULL;
                 if (W <= 32 && have_avx512()) {
                     output_row32(orow, t0, t1, t2, t3, bv, W, tw, ca, ra);
                 } else {
@@ -349,7 +344,8 @@ static void position_gemm(float *M, const float *V, const float *Up, int xi, siz
  * does each chunk together, splitting the input transform by input channel, the 16 GEMMs by position and the
  * output transform by output channel. Every value is computed as the chunk-per-thread loop computes it. */
 static void forward_chunks_by_team(float *out, const float *in, const float *Up, const float *bias,
-                                   const conv2d_dims *d, size_t per, size_t chunks, const wg_add *ad) {
+                                   const conv2d_dims *d, size_t per, size_t chunks, const float *chan,
+                                   const float *res) {
     size_t Ci = d->C_in, Co = d->C_out, th = (d->H + 1) / 2, tw = (d->W + 1) / 2, rows = d->B * th, N = per * tw;
     float *V = df_scratch(WG_SLOT_V, 16 * Ci * N), *M = df_scratch(WG_SLOT_M, 16 * Co * N); /* shared */
 #pragma omp parallel
@@ -364,7 +360,7 @@ static void forward_chunks_by_team(float *out, const float *in, const float *Up,
             for (int xi = 0; xi < 16; xi++) position_gemm(M, V, Up, xi, Co, Ci, n);
 #pragma omp for schedule(static)
             for (ptrdiff_t o = 0; o < (ptrdiff_t)Co; o++)
-                transform_outputs(out, M, bias, d, th, tw, row0, nr, buf, (size_t)o, (size_t)o + 1, ad);
+                transform_outputs(out, M, bias, d, th, tw, row0, nr, buf, (size_t)o, (size_t)o + 1, chan, res);
         }
     }
 }
@@ -378,7 +374,6 @@ void conv2d_forward_winograd_packed_add(float *out, const float *in, const float
                                         const conv2d_dims *d, const float *chan, const float *res) {
     /* out (B, Co, H, W) = conv3x3(in (B, Ci, H, W), U packed by conv2d_winograd_pack_weights, pad 1) + bias,
      * then + chan (B, Co) per channel and + res (B, Co, H, W) */
-    wg_add ad = {chan, res};
     DF_CHECK(conv2d_winograd_shape(d), "conv2d_forward_winograd: not a 3x3 stride-1 padding-1 convolution");
     size_t Ci = d->C_in, Co = d->C_out, th = (d->H + 1) / 2, tw = (d->W + 1) / 2, rows = d->B * th;
     /* chunks of whole tile rows, about WG_TILES tiles: V and M of a chunk stay in cache */
@@ -395,7 +390,7 @@ void conv2d_forward_winograd_packed_add(float *out, const float *in, const float
          * either way: each tile's column of every GEMM is summed alike whatever the chunk. */
         size_t per_thread = (rows + (size_t)threads - 1) / (size_t)threads;
         if ((per_thread * (size_t)threads - rows) * 8 > rows) {
-            forward_chunks_by_team(out, in, Up, bias, d, per, chunks, &ad);
+            forward_chunks_by_team(out, in, Up, bias, d, per, chunks, chan, res);
             return;
         }
         per = per_thread, chunks = (rows + per - 1) / per;
@@ -410,7 +405,7 @@ void conv2d_forward_winograd_packed_add(float *out, const float *in, const float
             size_t row0 = (size_t)c * per, nr = rows - row0 < per ? rows - row0 : per, n = nr * tw;
             transform_inputs(V, in, d, th, tw, row0, nr, buf, 0, Ci, 0xf);
             for (int xi = 0; xi < 16; xi++) position_gemm(M, V, Up, xi, Co, Ci, n);
-            transform_outputs(out, M, bias, d, th, tw, row0, nr, buf, 0, Co, &ad);
+            transform_outputs(out, M, bias, d, th, tw, row0, nr, buf, 0, Co, chan, res);
         }
     }
 }

@@ -359,13 +359,11 @@ void df_graph_plan(df_graph *g) {
     } else { /* each tensor from its producer through its last reader */
         span *s = df_malloc((size_t)(g->nt + 1) * sizeof *s);
         for (int i = 0; i < g->nt; i++) s[i] = (span){g->t[i].producer, g->t[i].last_use, g->t[i].numel, &g->t[i].offset};
-        /* A convolution that the forward may run together with the add after it (conv_add_fused in graph_exec.c)
-         * still reads its input while the add's output is written: the input lives through the add. */
+        /* A convolution that the forward may run together with the add after it still reads its input while the
+         * add's output is written: the input lives through the add. */
         for (int i = 0; i + 1 < g->nops; i++) {
-            const df_op *op = &g->ops[i], *nx = &g->ops[i + 1];
-            if (op->kind == OP_CONV2D && (nx->kind == OP_ADD || nx->kind == OP_ADD_CHANNEL) &&
-                (nx->in[0] == op->out || nx->in[1] == op->out) && s[op->in[0]].end < i + 1)
-                s[op->in[0]].end = i + 1;
+            int x = g->ops[i].in[0];
+            if (df_graph_conv_add_pair(g, i) && s[x].end < i + 1) s[x].end = i + 1;
         }
         g->arena_floats = plan_spans(s, g->nt, -1, g->nops);
         df_free(s);
@@ -380,3 +378,11 @@ void df_graph_plan(df_graph *g) {
 }
 
 size_t df_graph_bytes(const df_graph *g) { return g->arena_floats * sizeof(float); }
+
+int df_graph_conv_add_pair(const df_graph *g, int i) {
+    if (i + 1 >= g->nops || g->ops[i].kind != OP_CONV2D) return 0;
+    const df_op *nx = &g->ops[i + 1];
+    int c = g->ops[i].out, first = nx->in[0] == c, second = nx->in[1] == c;
+    if (g->t[c].last_use != i + 1 || first == second) return 0; /* read by another op, or twice (or not) here */
+    return nx->kind == OP_ADD || (nx->kind == OP_ADD_CHANNEL && first); /* add_channel: the map, then the vector */
+}

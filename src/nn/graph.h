@@ -129,6 +129,10 @@ void df_graph_pack_weights(df_graph *g);
 void df_graph_unpack_weights(df_graph *g);
 /* Runs the ops in order; inputs must have been written to their tensors' data. */
 void df_graph_forward(df_graph *g);
+/* Whether op i is a convolution whose output only op i + 1 reads, that op adding it to another tensor (an add,
+ * or an add_channel of it): a pair that the forward of a sampling graph may run as one (its plan keeps the
+ * convolution's input alive through op i + 1 for that). Needs last_use, set by df_graph_plan. */
+int df_graph_conv_add_pair(const df_graph *g, int i);
 /* Training graphs only: dout is the gradient of the loss w.r.t. the output tensor. Zeroes the activation
  * gradients, then ACCUMULATES parameter gradients into params->grad (the caller zeroes those). */
 void df_graph_backward(df_graph *g, const float *dout);

@@ -66,16 +66,14 @@ static int overlap(const df_tensor *p, const df_tensor *q) {
     return p->data < q->data + q->numel && q->data < p->data + p->numel;
 }
 
-/* In a sampling graph with packed weights, a Winograd convolution whose output only the next op reads, that op
- * an add_channel or add of it and another tensor, is run as one (conv2d_forward_winograd_packed_add): the add's
- * output written straight from the transform, with the same bits. Returns 1 when op i + 1 was done so. */
+/* In a sampling graph with packed weights, a Winograd convolution and the add after it (df_graph_conv_add_pair)
+ * run as one (conv2d_forward_winograd_packed_add): the add's output written straight from the transform, with
+ * the same bits. Returns 1 when op i + 1 was done so. */
 static int conv_add_fused(df_graph *g, int i, const conv2d_dims *d) {
-    const df_op *op = &g->ops[i], *nx = i + 1 < g->nops ? &g->ops[i + 1] : NULL;
-    if (g->train || !g->packed || !g->packed[i] || !nx || !conv2d_winograd_applies(d)) return 0;
-    if (nx->kind != OP_ADD_CHANNEL && nx->kind != OP_ADD) return 0;
-    int c = op->out, other = nx->in[0] == c ? nx->in[1] : nx->in[0];
-    if (g->t[c].last_use != i + 1 || (nx->in[0] == c) == (nx->in[1] == c) || other < 0) return 0;
-    if (nx->kind == OP_ADD_CHANNEL && nx->in[0] != c) return 0; /* the map is in[0], the per-channel vector in[1] */
+    if (g->train || !g->packed || !g->packed[i] || !conv2d_winograd_applies(d) || !df_graph_conv_add_pair(g, i))
+        return 0;
+    const df_op *op = &g->ops[i], *nx = &g->ops[i + 1];
+    int other = nx->in[0] == op->out ? nx->in[1] : nx->in[0];
     const df_tensor *y = &g->t[nx->out], *a = &g->t[op->in[0]], *o = &g->t[other];
     if (overlap(y, a) || overlap(y, o)) return 0; /* df_graph_plan keeps them apart; checked all the same */
     conv2d_forward_winograd_packed_add(y->data, a->data, g->packed[i], pdata(g, op->b), d,
