@@ -1092,6 +1092,67 @@ TEST(conv2d_winograd_fused_adds_same_bits) {
     }
 }
 
+/* Winograd F(4x4, 3x3), the inference graphs' forward: against the reference at its own tolerance (its error,
+ * printed, is a few times F(2x2, 3x3)'s), the same bits through conv2d_forward_packed and
+ * conv2d_forward_winograd4, the fused adds with the bits of the adds run apart, and image by image the same bits
+ * in any batch and on any thread count (batch 1 takes the team on each chunk, batch 7 chunks per thread).
+ * 28x28 and 32x32 take the AVX-512 rows where the CPU has them, 33x33 and 40x40 the portable ones. */
+TEST(conv2d_winograd4_matches_ref) {
+    static const size_t cfg[][4] = {{7, 16, 24, 28}, {2, 64, 64, 28}, {7, 9, 13, 29}, {3, 8, 16, 32}, {2, 12, 8, 33},
+                                    {2, 16, 16, 40}};
+    int threads = df_threads();
+    for (int c = 0; c < 6; c++) {
+        conv2d_dims d = {.B = cfg[c][0], .C_in = cfg[c][1], .C_out = cfg[c][2], .H = cfg[c][3], .W = cfg[c][3],
+                         .KH = 3, .KW = 3, .stride = 1, .pad_t = 1, .pad_b = 1, .pad_l = 1, .pad_r = 1};
+        EXPECT(conv2d_winograd4_applies(&d) || gemm_bf16_on(), "config %d should take F(4x4, 3x3)", c);
+        size_t ni = d.B * d.C_in * d.H * d.W, nw = d.C_out * d.C_in * 9, no = d.B * d.C_out * d.H * d.W;
+        size_t img = d.C_out * d.H * d.W;
+        float *in = rnd(ni, 151 + c, -1, 1), *w = rnd(nw, 161 + c, -0.3f, 0.3f), *b = rnd(d.C_out, 171, -1, 1);
+        float *chan = rnd(d.B * d.C_out, 181, -1, 1), *res = rnd(no, 191, -1, 1);
+        float *Up = df_malloc(conv2d_winograd4_weights_size(&d) * 4), *got = zeros(no), *want = zeros(no);
+        float *two = zeros(no), *one = zeros(img);
+        conv2d_winograd4_pack_weights(Up, w, &d);
+        conv2d_forward_ref(want, in, w, b, &d);
+        conv2d_forward_winograd4_packed_add(got, in, Up, b, &d, NULL, NULL);
+        char name[96];
+        snprintf(name, sizeof name, "winograd F(4x4) B%zu %zu->%zu %zux%zu", d.B, d.C_in, d.C_out, d.H, d.W);
+        EXPECT_CLOSE(name, got, want, no, 5e-6); /* measured 0.7 to 1.7e-6; F(2x2, 3x3) 1 to 3e-7 */
+        if (conv2d_winograd4_applies(&d)) { /* conv2d_forward_packed on conv2d_pack_weights' weights: the same */
+            float *wp = df_malloc(conv2d_weights_packed_size(&d) * 4);
+            conv2d_pack_weights(wp, w, &d);
+            conv2d_forward_packed(two, in, wp, b, &d);
+            EXPECT(!memcmp(two, got, no * 4), "conv2d_forward_packed must take F(4x4, 3x3) for %s", name);
+            conv2d_forward_winograd4(two, in, w, b, &d); /* unpacked inference graphs */
+            EXPECT(!memcmp(two, got, no * 4), "conv2d_forward_winograd4 differs from the packed weights' %s", name);
+            df_free(wp);
+        }
+        for (int pass = 0; pass < 2; pass++) { /* each image alone, on 1 thread and on all */
+            df_set_threads(pass ? threads : 1);
+            conv2d_dims d1 = d;
+            d1.B = 1;
+            for (size_t i = 0; i < d.B; i += d.B - 1) {
+                conv2d_forward_winograd4_packed_add(one, in + i * d.C_in * d.H * d.W, Up, b, &d1, NULL, NULL);
+                EXPECT(!memcmp(one, got + i * img, img * 4), "%s: image %zu alone on %d threads differs", name, i,
+                       pass ? threads : 1);
+            }
+            if (pass) { /* and the whole batch on 1 thread */
+                df_set_threads(1);
+                conv2d_forward_winograd4_packed_add(two, in, Up, b, &d, NULL, NULL);
+                EXPECT(!memcmp(two, got, no * 4), "%s: the batch on 1 thread differs", name);
+            }
+        }
+        df_set_threads(threads);
+        add_channel_forward(want, got, chan, d.B, d.C_out, d.H * d.W);
+        conv2d_forward_winograd4_packed_add(two, in, Up, b, &d, chan, NULL);
+        EXPECT_CLOSE("  + add_channel fused", two, want, no, 0);
+        add_forward(want, res, got, no);
+        conv2d_forward_winograd4_packed_add(two, in, Up, b, &d, NULL, res);
+        EXPECT_CLOSE("  + add fused", two, want, no, 0);
+        df_free(in), df_free(w), df_free(b), df_free(chan), df_free(res), df_free(Up), df_free(got);
+        df_free(want), df_free(two), df_free(one);
+    }
+}
+
 TEST(conv2d_winograd_matches_ref) {
     static const size_t cfg[][5] = {{1, 8, 8, 4, 4},     {2, 16, 24, 7, 7},   {3, 32, 8, 28, 28},
                                     {2, 9, 13, 5, 6},    {1, 64, 64, 14, 14}, {24, 16, 16, 14, 14},

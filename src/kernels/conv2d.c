@@ -217,30 +217,32 @@ static void conv_forward_image(float *out, const float *in, const float *wpacked
     }
 }
 
-/* The weights as conv2d_forward multiplies them: Winograd's transformed matrices, or packed for the GEMM
- * (with their BF16 copy in BF16 mode). */
+/* The weights as conv2d_forward_packed multiplies them: Winograd F(4x4, 3x3)'s or F(2x2, 3x3)'s transformed
+ * matrices, or packed for the GEMM (with their BF16 copy in BF16 mode). */
 size_t conv2d_weights_packed_size(const conv2d_dims *d) {
+    if (conv2d_winograd4_applies(d)) return conv2d_winograd4_weights_size(d);
     if (conv2d_winograd_applies(d)) return conv2d_winograd_weights_size(d);
     return gemm_packed_a_size(d->C_out, d->C_in * d->KH * d->KW);
 }
 
 void conv2d_pack_weights(float *wp, const float *weight, const conv2d_dims *d) {
     size_t K = d->C_in * d->KH * d->KW;
-    if (conv2d_winograd_applies(d))
+    if (conv2d_winograd4_applies(d))
+        conv2d_winograd4_pack_weights(wp, weight, d);
+    else if (conv2d_winograd_applies(d))
         conv2d_winograd_pack_weights(wp, weight, d);
     else
         gemm_pack_a(wp, 0, weight, K, d->C_out, K, d->C_out * K > (1 << 16));
 }
 
 /* conv2d_forward_packed: conv2d_forward with the weights packed by conv2d_pack_weights (for the same dims and
- * precision). With at least as many images as threads, each thread convolves whole images (serial gemm);
+ * precision), by F(4x4, 3x3) where conv2d_winograd4_applies. With at least as many images as threads, each thread convolves whole images (serial gemm);
  * otherwise images go one at a time through the parallel gemm. Either way every output is summed in the same
  * order. Overwrites out. */
 void conv2d_forward_packed(float *out, const float *in, const float *wp, const float *bias, const conv2d_dims *d) {
     /* out (B, C_out, Ho, Wo) = conv(in (B, C_in, H, W), packed weights) + bias (C_out) */
     if (conv2d_winograd_applies(d)) {
-        DF_CHECK(!omp_in_parallel(), "conv2d_forward_packed: Winograd weights inside a parallel region");
-        conv2d_forward_winograd_packed(out, in, wp, bias, d);
+        conv2d_forward_packed_add(out, in, wp, bias, d, NULL, NULL);
         return;
     }
     size_t Ho = conv2d_out_h(d), Wo = conv2d_out_w(d), K = d->C_in * d->KH * d->KW;
@@ -262,10 +264,22 @@ void conv2d_forward_packed(float *out, const float *in, const float *wp, const f
     }
 }
 
+/* conv2d_forward_packed, then + chan (B, C_out) per channel and + res like out, in the Winograd transform's
+ * last pass (where conv2d_winograd_applies: conv2d_forward_winograd_packed_add's bits). */
+void conv2d_forward_packed_add(float *out, const float *in, const float *wp, const float *bias,
+                               const conv2d_dims *d, const float *chan, const float *res) {
+    DF_CHECK(conv2d_winograd_applies(d), "conv2d_forward_packed_add: not a Winograd convolution");
+    DF_CHECK(!omp_in_parallel(), "conv2d_forward_packed: Winograd weights inside a parallel region");
+    if (conv2d_winograd4_applies(d))
+        conv2d_forward_winograd4_packed_add(out, in, wp, bias, d, chan, res);
+    else
+        conv2d_forward_winograd_packed_add(out, in, wp, bias, d, chan, res);
+}
+
 /* conv2d_forward: same result as conv2d_forward_ref; the weights are packed (or transformed) for this call. */
 void conv2d_forward(float *out, const float *in, const float *weight, const float *bias, const conv2d_dims *d) {
     /* out (B, C_out, Ho, Wo) = conv(in (B, C_in, H, W), weight (C_out, C_in, KH, KW)) + bias (C_out) */
-    if (conv2d_winograd_applies(d) && !omp_in_parallel()) {
+    if (conv2d_winograd_applies(d) && !omp_in_parallel()) { /* F(2x2, 3x3), whose backward training has */
         conv2d_forward_winograd(out, in, weight, bias, d);
         return;
     }

@@ -96,10 +96,16 @@ void conv2d_force_portable_packers(int on);
 /* out (B, C_out, H_out, W_out); in (B, C_in, H, W); weight (C_out, C_in, KH, KW); bias (C_out) or NULL. */
 void conv2d_forward(float *out, const float *in, const float *weight, const float *bias, const conv2d_dims *d);
 /* The same with the weights packed once (conv2d_pack_weights into conv2d_weights_packed_size floats) and reused
- * while they do not change (sampling): bit for bit conv2d_forward's result, for the same dims and precision. */
+ * while they do not change (sampling): bit for bit conv2d_forward's result, for the same dims and precision,
+ * except where conv2d_winograd4_applies: there Winograd F(4x4, 3x3) (conv2d_forward_winograd4's bits),
+ * conv2d_forward's result to within its larger rounding. */
 size_t conv2d_weights_packed_size(const conv2d_dims *d);
 void conv2d_pack_weights(float *wp, const float *weight, const conv2d_dims *d);
 void conv2d_forward_packed(float *out, const float *in, const float *wp, const float *bias, const conv2d_dims *d);
+/* The same where conv2d_winograd_applies, then out += chan (B, C_out) per image and channel and out += res (like
+ * out), either NULL, in the transform's last pass: the bits of add_channel_forward / add_forward after it. */
+void conv2d_forward_packed_add(float *out, const float *in, const float *wp, const float *bias,
+                               const conv2d_dims *d, const float *chan, const float *res);
 void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout, const float *in,
                      const float *weight, const conv2d_dims *d);
 void conv2d_forward_ref(float *out, const float *in, const float *weight, const float *bias,
@@ -126,6 +132,18 @@ void conv2d_forward_winograd_packed(float *out, const float *in, const float *Up
  * neither in, chan nor res. */
 void conv2d_forward_winograd_packed_add(float *out, const float *in, const float *Up, const float *bias,
                                         const conv2d_dims *d, const float *chan, const float *res);
+/* Winograd F(4x4, 3x3) (winograd4.c): 36 multiplies per 4x4 tile and input channel, 1.78x fewer than F(2x2,
+ * 3x3), with a few times its rounding error; the forward only. conv2d_winograd4_applies: inference graphs use it
+ * (images of at least 28x28, not in BF16 mode), by conv2d_forward_winograd4 or on the weights packed by
+ * conv2d_pack_weights; training graphs keep F(2x2, 3x3), whose backward they have. The rest of the API as
+ * F(2x2, 3x3)'s above. */
+int conv2d_winograd4_applies(const conv2d_dims *d);
+void conv2d_forward_winograd4(float *out, const float *in, const float *weight, const float *bias,
+                              const conv2d_dims *d);
+size_t conv2d_winograd4_weights_size(const conv2d_dims *d);
+void conv2d_winograd4_pack_weights(float *Up, const float *weight, const conv2d_dims *d);
+void conv2d_forward_winograd4_packed_add(float *out, const float *in, const float *Up, const float *bias,
+                                         const conv2d_dims *d, const float *chan, const float *res);
 /* dweight (C_out, C_in, 3, 3) += the weight gradient of that convolution, by the same transforms (16 GEMMs of
  * C_out x C_in over the batch's tiles); conv2d_backward uses it where conv2d_winograd_applies. */
 void conv2d_weight_grad_winograd(float *dweight, const float *dout, const float *in, const conv2d_dims *d);

@@ -14,16 +14,12 @@
 #include "base/base.h"
 #include "kernels.h"
 #include "vmath.h"
+#include "winograd_internal.h"
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
-/* Scratch slots used here (conv2d's own 0 and 1, gemm's 2 and 3, conv2d backward's 4 are not live now):
- * 0 the transformed weights (packed), 1 each thread's V, 4 its M, 5 its row buffers in the transforms. */
-#define WG_SLOT_U 0
-#define WG_SLOT_V 1
-#define WG_SLOT_M 4
 #ifndef WG_TILES
 #define WG_TILES 256 /* tiles per chunk */
 #endif
@@ -162,11 +158,6 @@ __attribute__((target("avx512f"))) static void output_row32(float *orow, const f
     _mm512_mask_storeu_ps(orow + 16, m1, v1);
 }
 
-static int have_avx512(void) {
-    static int known = -1;
-    if (known < 0) known = __builtin_cpu_supports("avx512f") ? 1 : 0;
-    return known;
-}
 #else
 static void column_transform32(float *h0, float *h1, float *h2, float *h3, const float *xr, size_t W, size_t tw) {
     (void)h0, (void)h1, (void)h2, (void)h3, (void)xr, (void)W, (void)tw;
@@ -178,7 +169,6 @@ static void output_row32(float *orow, const float *t0, const float *t1, const fl
                          size_t W, size_t tw, const float *cadd, const float *rrow) {
     (void)orow, (void)t0, (void)t1, (void)t2, (void)t3, (void)bv, (void)W, (void)tw, (void)cadd, (void)rrow;
 }
-static int have_avx512(void) { return 0; }
 #endif
 
 /* V[xi][i][b * tiles + t] = (B^T d B)[xi] for the 4x4 input patch d of tile t (rows 2 ty - 1 .. 2 ty + 2,
@@ -209,7 +199,7 @@ DF_CLONES static void transform_inputs(float *V, const float *in, const conv2d_d
                     continue;
                 }
                 const float *xr = x + (size_t)y * W;
-                if (W <= 32 && have_avx512()) {
+                if (W <= 32 && winograd_have_avx512()) {
                     column_transform32(h0, h1, h2, h3, xr, W, tw);
                     continue;
                 }
@@ -307,7 +297,7 @@ DF_CLONES static void transform_outputs(float *out, const float *M, const float 
                 float *orow = y + yy * W;
                 const float *ca = chan ? chan + b * Co + o : NULL;
                 const float *ra = res ? res + ((b * Co + o) * H + yy) * W : NULL;
-                if (W <= 32 && have_avx512()) {
+                if (W <= 32 && winograd_have_avx512()) {
                     output_row32(orow, t0, t1, t2, t3, bv, W, tw, ca, ra);
                 } else {
 #pragma omp simd
@@ -350,7 +340,7 @@ static void forward_chunks_by_team(float *out, const float *in, const float *Up,
     float *V = df_scratch(WG_SLOT_V, 16 * Ci * N), *M = df_scratch(WG_SLOT_M, 16 * Co * N); /* shared */
 #pragma omp parallel
     {
-        float *buf = df_scratch(5, 16 * N);
+        float *buf = df_scratch(WG_SLOT_BUF, 16 * N);
         for (size_t c = 0; c < chunks; c++) {
             size_t row0 = c * per, nr = rows - row0 < per ? rows - row0 : per, n = nr * tw;
 #pragma omp for schedule(static)
@@ -375,31 +365,16 @@ void conv2d_forward_winograd_packed_add(float *out, const float *in, const float
     /* out (B, Co, H, W) = conv3x3(in (B, Ci, H, W), U packed by conv2d_winograd_pack_weights, pad 1) + bias,
      * then + chan (B, Co) per channel and + res (B, Co, H, W) */
     DF_CHECK(conv2d_winograd_shape(d), "conv2d_forward_winograd: not a 3x3 stride-1 padding-1 convolution");
-    size_t Ci = d->C_in, Co = d->C_out, th = (d->H + 1) / 2, tw = (d->W + 1) / 2, rows = d->B * th;
-    /* chunks of whole tile rows, about WG_TILES tiles: V and M of a chunk stay in cache */
-    size_t per = WG_TILES / tw ? WG_TILES / tw : 1, chunks = (rows + per - 1) / per;
-    int threads = 1;
-#ifdef _OPENMP
-    threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-#endif
-    if (threads > 1 && chunks < (size_t)threads) {
-        /* fewer chunks than threads (a batch of one): one chunk of whole tile rows per thread when the rows
-         * split evenly enough (at most 1/8 idle), else the team on each chunk. Batch 1 on 2 threads, packed
-         * weights: 128->64 at 28x28 (14 tile rows) 354 -> 308 us, 64->64 at 28x28 207 -> 196 us, but 128->128
-         * at 14x14 (7 rows: 4 + 3) 187 -> 208 us, so that one stays with the team. The values are the same
-         * either way: each tile's column of every GEMM is summed alike whatever the chunk. */
-        size_t per_thread = (rows + (size_t)threads - 1) / (size_t)threads;
-        if ((per_thread * (size_t)threads - rows) * 8 > rows) {
-            forward_chunks_by_team(out, in, Up, bias, d, per, chunks, chan, res);
-            return;
-        }
-        per = per_thread, chunks = (rows + per - 1) / per;
+    size_t Ci = d->C_in, Co = d->C_out, th = (d->H + 1) / 2, tw = (d->W + 1) / 2, rows = d->B * th, per, chunks;
+    if (winograd_chunks(rows, tw, WG_TILES, &per, &chunks)) {
+        forward_chunks_by_team(out, in, Up, bias, d, per, chunks, chan, res);
+        return;
     }
 #pragma omp parallel
     {
         size_t N = per * tw;
         float *V = df_scratch(WG_SLOT_V, 16 * Ci * N), *M = df_scratch(WG_SLOT_M, 16 * Co * N);
-        float *buf = df_scratch(5, 16 * N); /* the larger of the two transforms' (16 N and 8 N) */
+        float *buf = df_scratch(WG_SLOT_BUF, 16 * N); /* the larger of the two transforms' (16 N and 8 N) */
 #pragma omp for schedule(dynamic, 1)
         for (ptrdiff_t c = 0; c < (ptrdiff_t)chunks; c++) {
             size_t row0 = (size_t)c * per, nr = rows - row0 < per ? rows - row0 : per, n = nr * tw;
@@ -442,7 +417,7 @@ DF_CLONES static void transform_outgrad(float *dM, const float *dout, const conv
             const float *r0 = g + y0 * W, *r1 = y0 + 1 < H ? r0 + W : NULL;
             float *m[16];
             for (int x = 0; x < 16; x++) m[x] = dM + ((size_t)x * Co + o) * N + rr * tw;
-            if (W <= 32 && have_avx512()) {
+            if (W <= 32 && winograd_have_avx512()) {
                 outgrad_row32(m, r0, r1, W, tw, rows);
                 continue;
             }
@@ -495,7 +470,7 @@ void conv2d_weight_grad_winograd(float *dweight, const float *dout, const float 
         unsigned rows = 0;
         for (int xi = x0; xi < x1; xi++) rows |= 1u << (xi / 4);
         float *V = df_scratch(WG_SLOT_V, 16 * Ci * Nmax), *dM = df_scratch(WG_SLOT_M, 16 * Co * Nmax);
-        float *buf = df_scratch(5, 16 * Nmax);
+        float *buf = df_scratch(WG_SLOT_BUF, 16 * Nmax);
         for (size_t c = 0; c < chunks && x0 < x1; c++) {
             size_t row0 = c * per, nr = rows_total - row0 < per ? rows_total - row0 : per, n = nr * tw;
             transform_inputs(V, in, d, th, tw, row0, nr, buf, 0, Ci, rows);

@@ -67,7 +67,7 @@ static int overlap(const df_tensor *p, const df_tensor *q) {
 }
 
 /* In a sampling graph with packed weights, a Winograd convolution and the add after it (df_graph_conv_add_pair)
- * run as one (conv2d_forward_winograd_packed_add): the add's output written straight from the transform, with
+ * run as one (conv2d_forward_packed_add): the add's output written straight from the transform, with
  * the same bits. Returns 1 when op i + 1 was done so. */
 static int conv_add_fused(df_graph *g, int i, const conv2d_dims *d) {
     if (g->train || !g->packed || !g->packed[i] || !conv2d_winograd_applies(d) || !df_graph_conv_add_pair(g, i))
@@ -76,8 +76,8 @@ static int conv_add_fused(df_graph *g, int i, const conv2d_dims *d) {
     int other = nx->in[0] == op->out ? nx->in[1] : nx->in[0];
     const df_tensor *y = &g->t[nx->out], *a = &g->t[op->in[0]], *o = &g->t[other];
     if (overlap(y, a) || overlap(y, o)) return 0; /* df_graph_plan keeps them apart; checked all the same */
-    conv2d_forward_winograd_packed_add(y->data, a->data, g->packed[i], pdata(g, op->b), d,
-                                       nx->kind == OP_ADD_CHANNEL ? o->data : NULL, nx->kind == OP_ADD ? o->data : NULL);
+    conv2d_forward_packed_add(y->data, a->data, g->packed[i], pdata(g, op->b), d,
+                              nx->kind == OP_ADD_CHANNEL ? o->data : NULL, nx->kind == OP_ADD ? o->data : NULL);
     return 1;
 }
 
@@ -99,6 +99,8 @@ void df_graph_forward(df_graph *g) {
             }
             if (g->packed && g->packed[i])
                 conv2d_forward_packed(y->data, a->data, g->packed[i], pdata(g, op->b), &d);
+            else if (!g->train && conv2d_winograd4_applies(&d)) /* the packed weights' bits (kernels.h) */
+                conv2d_forward_winograd4(y->data, a->data, pdata(g, op->w), pdata(g, op->b), &d);
             else
                 conv2d_forward(y->data, a->data, pdata(g, op->w), pdata(g, op->b), &d);
         } break;
