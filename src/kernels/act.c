@@ -1,5 +1,6 @@
 /* act.c: pointwise activations, silu(x) = x * sigmoid(x) and relu(x) = max(x, 0). Forward overwrites out
  * (which may alias in); backward takes the forward input and accumulates into din. */
+#include "base/base.h"
 #include "kernels.h"
 
 #include <math.h>
@@ -32,11 +33,11 @@ DF_CLONES static void silu_backward_chunk(float *restrict din, const float *rest
 void silu_forward(float *out, const float *in, size_t n) {
     /* out (n) = silu(in (n)) */
     ptrdiff_t chunks = (ptrdiff_t)((n + ACT_CHUNK - 1) / ACT_CHUNK);
-#pragma omp parallel for schedule(static) if (n > ACT_PAR_MIN)
-    for (ptrdiff_t c = 0; c < chunks; c++) {
-        size_t i = (size_t)c * ACT_CHUNK, m = n - i < ACT_CHUNK ? n - i : ACT_CHUNK;
-        silu_chunk(out + i, in + i, m);
-    }
+    DF_PARALLEL_FOR_IF(n > ACT_PAR_MIN, "omp parallel for schedule(static)",
+                       for (ptrdiff_t c = 0; c < chunks; c++) {
+                           size_t i = (size_t)c * ACT_CHUNK, m = n - i < ACT_CHUNK ? n - i : ACT_CHUNK;
+                           silu_chunk(out + i, in + i, m);
+                       });
 }
 
 /* silu_backward: d silu / dx = s (1 + x (1 - s)) with s = sigmoid(x); din[i] += dout[i] * that. */

@@ -97,8 +97,8 @@ DF_CLONES static void softmax_row(float *x, size_t T) {
 
 static void softmax_rows(float *s, size_t rows, size_t T) {
     /* s (rows, T) = softmax(s) along T */
-#pragma omp parallel for schedule(static) if (rows * T > (1 << 15))
-    for (size_t r = 0; r < rows; r++) softmax_row(s + r * T, T);
+    DF_PARALLEL_FOR_IF(rows * T > (1 << 15), "omp parallel for schedule(static)",
+                       for (size_t r = 0; r < rows; r++) softmax_row(s + r * T, T););
 }
 
 /* Query rows [i0, i0 + ATT_ROWS) of one (image, head) without saving probabilities: o[:, rows] from the

@@ -1,6 +1,7 @@
 /* elementwise.c: additions, scaling and the shape ops of the U-Net (per-channel bias add, nearest 2x
  * upsampling, channel concatenation). Forward overwrites out; backward accumulates into each non-NULL
  * gradient. */
+#include "base/base.h"
 #include "kernels.h"
 
 #include <string.h>
@@ -13,8 +14,8 @@
 /* add_forward: out[i] = a[i] + b[i]; out may alias a or b. */
 void add_forward(float *out, const float *a, const float *b, size_t n) {
     /* out (n) = a (n) + b (n) */
-#pragma omp parallel for simd schedule(static) if (n > EW_PAR_MIN)
-    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+    DF_PARALLEL_FOR_IF(n > EW_PAR_MIN, "omp parallel for simd schedule(static)",
+                       for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];);
 }
 
 /* add_backward: da += dout, db += dout (either may be NULL). */
@@ -51,9 +52,9 @@ void scale_backward(float *din, const float *dout, float s, size_t n) {
 void add_channel_forward(float *out, const float *in, const float *bias, size_t B, size_t C, size_t HW) {
     /* out (B, C, HW) = in (B, C, HW) + bias (B, C) */
     size_t planes = B * C;
-#pragma omp parallel for schedule(static) if (planes * HW > EW_PAR_MIN)
-    for (size_t bc = 0; bc < planes; bc++)
-        for (size_t p = 0; p < HW; p++) out[bc * HW + p] = in[bc * HW + p] + bias[bc];
+    DF_PARALLEL_FOR_IF(planes * HW > EW_PAR_MIN, "omp parallel for schedule(static)",
+                       for (size_t bc = 0; bc < planes; bc++) for (size_t p = 0; p < HW; p++)
+                           out[bc * HW + p] = in[bc * HW + p] + bias[bc];);
 }
 
 /* add_channel_backward: din += dout; dbias[b,c] += sum over p of dout[b,c,p] (in double). */
@@ -79,16 +80,16 @@ void add_channel_backward(float *din, float *dbias, const float *dout, size_t B,
 void upsample2x_forward(float *out, const float *in, size_t B, size_t C, size_t H, size_t W) {
     /* out (B, C, 2H, 2W) <- in (B, C, H, W) */
     size_t planes = B * C, W2 = 2 * W;
-#pragma omp parallel for schedule(static) if (planes * H * W > EW_PAR_MIN / 4)
-    for (size_t bc = 0; bc < planes; bc++) {
-        const float *src = in + bc * H * W;
-        float *dst = out + bc * 4 * H * W;
-        for (size_t y = 0; y < H; y++) {
-            float *row = dst + 2 * y * W2;
-            for (size_t x = 0; x < W; x++) row[2 * x] = row[2 * x + 1] = src[y * W + x];
-            memcpy(row + W2, row, W2 * sizeof(float));
-        }
-    }
+    DF_PARALLEL_FOR_IF(planes * H * W > EW_PAR_MIN / 4, "omp parallel for schedule(static)",
+                       for (size_t bc = 0; bc < planes; bc++) {
+                           const float *src = in + bc * H * W;
+                           float *dst = out + bc * 4 * H * W;
+                           for (size_t y = 0; y < H; y++) {
+                               float *row = dst + 2 * y * W2;
+                               for (size_t x = 0; x < W; x++) row[2 * x] = row[2 * x + 1] = src[y * W + x];
+                               memcpy(row + W2, row, W2 * sizeof(float));
+                           }
+                       });
 }
 
 /* upsample2x_backward: din[b,c,y,x] += the four dout values its pixel was copied to. */
@@ -112,12 +113,12 @@ void upsample2x_backward(float *din, const float *dout, size_t B, size_t C, size
 /* concat_forward: out[b] = [a[b]; b[b]] along channels (torch.cat(dim=1)). */
 void concat_forward(float *out, const float *a, const float *b, size_t B, size_t Ca, size_t Cb, size_t HW) {
     /* out (B, Ca + Cb, HW) <- a (B, Ca, HW), b (B, Cb, HW) */
-#pragma omp parallel for schedule(static) if (B > 1 && B * (Ca + Cb) * HW > EW_PAR_MIN)
-    for (size_t n = 0; n < B; n++) {
-        float *dst = out + n * (Ca + Cb) * HW;
-        memcpy(dst, a + n * Ca * HW, Ca * HW * sizeof(float));
-        memcpy(dst + Ca * HW, b + n * Cb * HW, Cb * HW * sizeof(float));
-    }
+    DF_PARALLEL_FOR_IF(B > 1 && B * (Ca + Cb) * HW > EW_PAR_MIN, "omp parallel for schedule(static)",
+                       for (size_t n = 0; n < B; n++) {
+                           float *dst = out + n * (Ca + Cb) * HW;
+                           memcpy(dst, a + n * Ca * HW, Ca * HW * sizeof(float));
+                           memcpy(dst + Ca * HW, b + n * Cb * HW, Cb * HW * sizeof(float));
+                       });
 }
 
 /* concat_backward: da += the first Ca channels of dout, db += the last Cb (either may be NULL). */

@@ -580,11 +580,11 @@ void gemm_pack_a_bf16(float *ap, size_t M, size_t K) {
 void gemm_pack_a(float *ap, int transA, const float *A, size_t lda, size_t M, size_t K, int parallel) {
     /* ap (ceil(M/MR), K, MR): panel q holds rows [q*MR, q*MR + MR) of op(A) over the full depth K */
     ptrdiff_t panels = (ptrdiff_t)((M + GEMM_MR - 1) / GEMM_MR);
-#pragma omp parallel for schedule(static) if (parallel && panels > 1)
-    for (ptrdiff_t q = 0; q < panels; q++) {
-        size_t r = (size_t)q * GEMM_MR;
-        pack_a(ap + r * K, transA, A, lda, r, M - r < GEMM_MR ? M - r : GEMM_MR, 0, K);
-    }
+    DF_PARALLEL_FOR_IF(parallel && panels > 1, "omp parallel for schedule(static)",
+                       for (ptrdiff_t q = 0; q < panels; q++) {
+                           size_t r = (size_t)q * GEMM_MR;
+                           pack_a(ap + r * K, transA, A, lda, r, M - r < GEMM_MR ? M - r : GEMM_MR, 0, K);
+                       });
     gemm_pack_a_bf16(ap, M, K);
 }
 
@@ -625,21 +625,32 @@ void gemm_prepacked(size_t M, size_t N, size_t K, float alpha, const float *ap, 
         return;
     }
 #endif
-    int parallel = tiles > 1 && big;
-    if (tm > 1 && (!parallel || threads == 1 || tn >= 2 * (size_t)threads)) {
+    /* A region only for a team: one that OpenMP runs on a single thread (an if clause that fails, or inside
+     * another region) still costs libgomp a futex wake-up at its end, 1.3 us here, and a batch-1 forward makes
+     * some 590 such calls. */
+    int parallel = tiles > 1 && big && threads > 1;
+    if (tm > 1 && (!parallel || tn >= 2 * (size_t)threads)) {
         /* whole column blocks (B packed once for all rows), over threads when there are enough of them */
-#pragma omp parallel for schedule(dynamic, 1) if (parallel && threads > 1)
+        if (!parallel) {
+            for (size_t j0 = 0; j0 < N; j0 += GEMM_NC)
+                gemm_range(&A, alpha, packb, pctx, beta, C, ldc, 0, M, j0, N - j0 < GEMM_NC ? N : j0 + GEMM_NC);
+            return;
+        }
+#pragma omp parallel for schedule(dynamic, 1)
         for (ptrdiff_t j = 0; j < (ptrdiff_t)tn; j++) {
             size_t j0 = (size_t)j * GEMM_NC;
             gemm_range(&A, alpha, packb, pctx, beta, C, ldc, 0, M, j0, N - j0 < GEMM_NC ? N : j0 + GEMM_NC);
         }
         return;
     }
-#pragma omp parallel for schedule(dynamic, 1) if (parallel)
-    for (ptrdiff_t t = 0; t < tiles; t++) {
-        size_t i0 = ((size_t)t / tn) * GEMM_MC, j0 = ((size_t)t % tn) * GEMM_NC;
-        gemm_tile(M, N, &A, alpha, packb, pctx, beta, C, ldc, i0, j0);
+    if (!parallel) {
+        for (ptrdiff_t t = 0; t < tiles; t++)
+            gemm_tile(M, N, &A, alpha, packb, pctx, beta, C, ldc, ((size_t)t / tn) * GEMM_MC, ((size_t)t % tn) * GEMM_NC);
+        return;
     }
+#pragma omp parallel for schedule(dynamic, 1)
+    for (ptrdiff_t t = 0; t < tiles; t++)
+        gemm_tile(M, N, &A, alpha, packb, pctx, beta, C, ldc, ((size_t)t / tn) * GEMM_MC, ((size_t)t % tn) * GEMM_NC);
 }
 
 void gemm_plain_b(float *dst, size_t p0, size_t kc, size_t j0, size_t nc, const void *ctx) {

@@ -72,23 +72,27 @@ static void group_stats(float *mean, float *rstd, const float *x, size_t cg, siz
     *rstd = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
 }
 
+/* One group bg (image bg / G) of normalise. */
+static void normalise_group(float *out, float *mean, float *rstd, const float *in, const float *gamma,
+                            const float *beta, size_t G, size_t cg, size_t HW, float eps, int silu, size_t bg) {
+    size_t n = cg * HW, c0 = (bg % G) * cg;
+    const float *x = in + bg * n;
+    float *y = out + bg * n;
+    if (eps >= 0) group_stats(&mean[bg], &rstd[bg], x, cg, HW, eps);
+    for (size_t c = 0; c < cg; c++)
+        (silu ? ch_norm_silu : ch_norm)(y + c * HW, x + c * HW, HW, mean[bg], rstd[bg], gamma ? gamma[c0 + c] : 1.0f,
+                                        beta ? beta[c0 + c] : 0.0f);
+}
+
 /* Group norm, then SiLU when silu; with eps >= 0 the statistics are computed (and written to mean, rstd),
  * else read from them. */
 static void normalise(float *out, float *mean, float *rstd, const float *in, const float *gamma, const float *beta,
                       size_t B, size_t C, size_t HW, size_t G, float eps, int silu) {
     DF_CHECK(G > 0 && C % G == 0, "groupnorm: %zu channels do not split into %zu groups", C, G);
-    size_t cg = C / G, n = cg * HW;
     ptrdiff_t groups = (ptrdiff_t)(B * G);
-#pragma omp parallel for schedule(static) if (B * C * HW > (1 << 15))
-    for (ptrdiff_t bg = 0; bg < groups; bg++) {
-        const float *x = in + (size_t)bg * n;
-        float *y = out + (size_t)bg * n;
-        if (eps >= 0) group_stats(&mean[bg], &rstd[bg], x, cg, HW, eps);
-        size_t c0 = ((size_t)bg % G) * cg;
-        for (size_t c = 0; c < cg; c++)
-            (silu ? ch_norm_silu : ch_norm)(y + c * HW, x + c * HW, HW, mean[bg], rstd[bg],
-                                            gamma ? gamma[c0 + c] : 1.0f, beta ? beta[c0 + c] : 0.0f);
-    }
+    DF_PARALLEL_FOR_IF(B * C * HW > (1 << 15), "omp parallel for schedule(static)",
+                       for (ptrdiff_t bg = 0; bg < groups; bg++)
+                           normalise_group(out, mean, rstd, in, gamma, beta, G, C / G, HW, eps, silu, (size_t)bg););
 }
 
 /* groupnorm_forward: out = (in - mean) * rstd * gamma[c] + beta[c] (gamma, beta NULL: 1 and 0).
