@@ -402,7 +402,7 @@ TEST(unet_bf16_close_to_fp32) {
 
 /* Frozen weights (df_unet_freeze: convolutions packed once and reused) give the unfrozen forward's output
  * bit for bit, in FP32 and in BF16 mode (a change of precision repacks), at two batch sizes (a new graph
- * packs again); unfreezing lets new weights show. */
+ * packs again), and image 0 the same bits at both; unfreezing lets new weights show. */
 TEST(unet_frozen_weights_equal_unfrozen) {
     df_unet_config c;
     EXPECT(df_unet_preset(&c, "fmnist-s") == 0, "%s", df_errmsg());
@@ -413,7 +413,7 @@ TEST(unet_frozen_weights_equal_unfrozen) {
     float *x = df_malloc(Bmax * D * sizeof(float)), t[3] = {3, 400, 999};
     float *want = df_malloc(Bmax * D * sizeof(float)), *got = df_malloc(Bmax * D * sizeof(float));
     df_rng_normal(x, Bmax * D, 31, 0, 0);
-    float *want16 = df_malloc(Bmax * D * sizeof(float));
+    float *want16 = df_malloc(Bmax * D * sizeof(float)), *first = df_malloc(D * sizeof(float));
     for (size_t B = 1; B <= Bmax; B += 2) {
         df_unet_freeze(m, 0);
         df_set_precision("bf16");
@@ -431,8 +431,11 @@ TEST(unet_frozen_weights_equal_unfrozen) {
                    B, k);
         }
         EXPECT(memcmp(want16, want, B * D * sizeof(float)) != 0, "bf16 output equals fp32's");
+        if (B == 1) memcpy(first, want, D * sizeof(float));
+        else /* 28x28: Winograd F(4x4, 3x3), by the team at batch 1 and a chunk per thread at batch 3 */
+            EXPECT(!memcmp(first, want, D * sizeof(float)), "image 0 differs between batch 1 and batch %zu", B);
     }
-    df_free(want16);
+    df_free(want16), df_free(first);
     df_set_precision("fp32");
     df_unet_freeze(m, 0);
     df_unet_forward(m, want, x, t, 1);
