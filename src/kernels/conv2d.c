@@ -236,9 +236,9 @@ void conv2d_pack_weights(float *wp, const float *weight, const conv2d_dims *d) {
 }
 
 /* conv2d_forward_packed: conv2d_forward with the weights packed by conv2d_pack_weights (for the same dims and
- * precision), by F(4x4, 3x3) where conv2d_winograd4_applies. With at least as many images as threads, each thread convolves whole images (serial gemm);
- * otherwise images go one at a time through the parallel gemm. Either way every output is summed in the same
- * order. Overwrites out. */
+ * precision), by F(4x4, 3x3) where conv2d_winograd4_applies. With at least as many images as threads, each
+ * thread convolves whole images (serial gemm); otherwise images go one at a time through the parallel gemm.
+ * Either way every output is summed in the same order. Overwrites out. */
 void conv2d_forward_packed(float *out, const float *in, const float *wp, const float *bias, const conv2d_dims *d) {
     /* out (B, C_out, Ho, Wo) = conv(in (B, C_in, H, W), packed weights) + bias (C_out) */
     if (conv2d_winograd_applies(d)) {
@@ -269,7 +269,7 @@ void conv2d_forward_packed(float *out, const float *in, const float *wp, const f
 void conv2d_forward_packed_add(float *out, const float *in, const float *wp, const float *bias,
                                const conv2d_dims *d, const float *chan, const float *res) {
     DF_CHECK(conv2d_winograd_applies(d), "conv2d_forward_packed_add: not a Winograd convolution");
-    DF_CHECK(!omp_in_parallel(), "conv2d_forward_packed: Winograd weights inside a parallel region");
+    DF_CHECK(!omp_in_parallel(), "conv2d_forward_packed_add: Winograd weights inside a parallel region");
     if (conv2d_winograd4_applies(d))
         conv2d_forward_winograd4_packed_add(out, in, wp, bias, d, chan, res);
     else

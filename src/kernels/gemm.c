@@ -644,13 +644,13 @@ void gemm_prepacked(size_t M, size_t N, size_t K, float alpha, const float *ap, 
         return;
     }
     if (!parallel) {
-        for (ptrdiff_t t = 0; t < tiles; t++)
-            gemm_tile(M, N, &A, alpha, packb, pctx, beta, C, ldc, ((size_t)t / tn) * GEMM_MC, ((size_t)t % tn) * GEMM_NC);
+        for (size_t t = 0; t < (size_t)tiles; t++)
+            gemm_tile(M, N, &A, alpha, packb, pctx, beta, C, ldc, t / tn * GEMM_MC, t % tn * GEMM_NC);
         return;
     }
 #pragma omp parallel for schedule(dynamic, 1)
     for (ptrdiff_t t = 0; t < tiles; t++)
-        gemm_tile(M, N, &A, alpha, packb, pctx, beta, C, ldc, ((size_t)t / tn) * GEMM_MC, ((size_t)t % tn) * GEMM_NC);
+        gemm_tile(M, N, &A, alpha, packb, pctx, beta, C, ldc, (size_t)t / tn * GEMM_MC, (size_t)t % tn * GEMM_NC);
 }
 
 void gemm_plain_b(float *dst, size_t p0, size_t kc, size_t j0, size_t nc, const void *ctx) {
