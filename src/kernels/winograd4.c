@@ -307,7 +307,7 @@ void conv2d_forward_winograd4_packed_add(float *out, const float *in, const floa
      * then + chan (B, Co) per channel and + res (B, Co, H, W) */
     DF_CHECK(conv2d_winograd_shape(d), "conv2d_forward_winograd4: not a 3x3 stride-1 padding-1 convolution");
     size_t Ci = d->C_in, Co = d->C_out, th = (d->H + 3) / 4, tw = (d->W + 3) / 4, rows = d->B * th, per, chunks;
-    if (winograd_chunks(rows, tw, WG4_TILES, &per, &chunks)) { /* 28x28's 7 tile rows at batch 1 */
+    if (winograd_chunks(rows, tw, WG4_TILES, 0, &per, &chunks)) { /* a batch of one */
         forward4_chunks_by_team(out, in, Up, bias, d, per, chunks, chan, res);
         return;
     }
