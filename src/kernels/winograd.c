@@ -366,7 +366,7 @@ void conv2d_forward_winograd_packed_add(float *out, const float *in, const float
      * then + chan (B, Co) per channel and + res (B, Co, H, W) */
     DF_CHECK(conv2d_winograd_shape(d), "conv2d_forward_winograd: not a 3x3 stride-1 padding-1 convolution");
     size_t Ci = d->C_in, Co = d->C_out, th = (d->H + 1) / 2, tw = (d->W + 1) / 2, rows = d->B * th, per, chunks;
-    if (winograd_chunks(rows, tw, WG_TILES, 1, &per, &chunks)) {
+    if (winograd_chunks(rows, tw, WG_TILES, &per, &chunks)) {
         forward_chunks_by_team(out, in, Up, bias, d, per, chunks, chan, res);
         return;
     }

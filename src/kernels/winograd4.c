@@ -276,7 +276,7 @@ static void position_gemm4(float *M, const float *V, const float *Up, int xi, si
                    M + (size_t)xi * Co * n, n);
 }
 
-/* The team on each chunk, for fewer chunks than threads whose rows do not split evenly: the input transform
+/* The team on each chunk, for fewer chunks than threads (winograd_chunks): the input transform
  * split by input channel, the 36 GEMMs by position, the output transform by output channel; every value as the
  * chunk-per-thread loop computes it. */
 static void forward4_chunks_by_team(float *out, const float *in, const float *Up, const float *bias,
@@ -307,7 +307,7 @@ void conv2d_forward_winograd4_packed_add(float *out, const float *in, const floa
      * then + chan (B, Co) per channel and + res (B, Co, H, W) */
     DF_CHECK(conv2d_winograd_shape(d), "conv2d_forward_winograd4: not a 3x3 stride-1 padding-1 convolution");
     size_t Ci = d->C_in, Co = d->C_out, th = (d->H + 3) / 4, tw = (d->W + 3) / 4, rows = d->B * th, per, chunks;
-    if (winograd_chunks(rows, tw, WG4_TILES, 0, &per, &chunks)) { /* a batch of one */
+    if (winograd_chunks(rows, tw, WG4_TILES, &per, &chunks)) { /* a batch of one */
         forward4_chunks_by_team(out, in, Up, bias, d, per, chunks, chan, res);
         return;
     }
