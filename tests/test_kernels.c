@@ -1130,7 +1130,8 @@ TEST(conv2d_winograd4_matches_ref) {
             df_set_threads(pass ? threads : 1);
             conv2d_dims d1 = d;
             d1.B = 1;
-            for (size_t i = 0; i < d.B; i += d.B - 1) {
+            for (int k = 0; k < 2; k++) { /* the first image and the last */
+                size_t i = k ? d.B - 1 : 0;
                 conv2d_forward_winograd4_packed_add(one, in + i * d.C_in * d.H * d.W, Up, b, &d1, NULL, NULL);
                 EXPECT(!memcmp(one, got + i * img, img * 4), "%s: image %zu alone on %d threads differs", name, i,
                        pass ? threads : 1);

@@ -625,32 +625,23 @@ void gemm_prepacked(size_t M, size_t N, size_t K, float alpha, const float *ap, 
         return;
     }
 #endif
-    /* A region only for a team: one that OpenMP runs on a single thread (an if clause that fails, or inside
-     * another region) still costs libgomp a futex wake-up at its end, 1.3 us here, and a batch-1 forward makes
-     * some 590 such calls. */
+    /* A region only for a team (DF_PARALLEL_FOR_IF): a batch-1 forward called this some 590 times inside
+     * Winograd's team or for too small a product. */
     int parallel = tiles > 1 && big && threads > 1;
     if (tm > 1 && (!parallel || tn >= 2 * (size_t)threads)) {
         /* whole column blocks (B packed once for all rows), over threads when there are enough of them */
-        if (!parallel) {
-            for (size_t j0 = 0; j0 < N; j0 += GEMM_NC)
-                gemm_range(&A, alpha, packb, pctx, beta, C, ldc, 0, M, j0, N - j0 < GEMM_NC ? N : j0 + GEMM_NC);
-            return;
-        }
-#pragma omp parallel for schedule(dynamic, 1)
-        for (ptrdiff_t j = 0; j < (ptrdiff_t)tn; j++) {
-            size_t j0 = (size_t)j * GEMM_NC;
-            gemm_range(&A, alpha, packb, pctx, beta, C, ldc, 0, M, j0, N - j0 < GEMM_NC ? N : j0 + GEMM_NC);
-        }
+        DF_PARALLEL_FOR_IF(parallel, "omp parallel for schedule(dynamic, 1)",
+                           for (ptrdiff_t j = 0; j < (ptrdiff_t)tn; j++) {
+                               size_t j0 = (size_t)j * GEMM_NC;
+                               gemm_range(&A, alpha, packb, pctx, beta, C, ldc, 0, M, j0,
+                                          N - j0 < GEMM_NC ? N : j0 + GEMM_NC);
+                           });
         return;
     }
-    if (!parallel) {
-        for (size_t t = 0; t < (size_t)tiles; t++)
-            gemm_tile(M, N, &A, alpha, packb, pctx, beta, C, ldc, t / tn * GEMM_MC, t % tn * GEMM_NC);
-        return;
-    }
-#pragma omp parallel for schedule(dynamic, 1)
-    for (ptrdiff_t t = 0; t < tiles; t++)
-        gemm_tile(M, N, &A, alpha, packb, pctx, beta, C, ldc, (size_t)t / tn * GEMM_MC, (size_t)t % tn * GEMM_NC);
+    DF_PARALLEL_FOR_IF(parallel, "omp parallel for schedule(dynamic, 1)",
+                       for (ptrdiff_t t = 0; t < tiles; t++) gemm_tile(M, N, &A, alpha, packb, pctx, beta, C, ldc,
+                                                                      (size_t)t / tn * GEMM_MC,
+                                                                      (size_t)t % tn * GEMM_NC););
 }
 
 void gemm_plain_b(float *dst, size_t p0, size_t kc, size_t j0, size_t nc, const void *ctx) {

@@ -83,11 +83,10 @@ static inline float at(const float *x, ptrdiff_t j, size_t W) { return j >= 0 &&
  * 2 tx + 2 = O[tx-1], E[tx], O[tx], E[tx+1]) gets h0 = O[tx-1] - O[tx], h1 = E[tx] + O[tx], h2 = O[tx] - E[tx],
  * h3 = E[tx] - E[tx+1]: transform_inputs' values, 16 tiles at a time. */
 #if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
 __attribute__((target("avx512f"))) static void column_transform32(float *h0, float *h1, float *h2, float *h3,
                                                                   const float *xr, size_t W, size_t tw) {
-    __mmask16 m0 = (__mmask16)(W >= 16 ? 0xffffu : (1u << W) - 1);
-    __mmask16 m1 = (__mmask16)(W <= 16 ? 0 : W >= 32 ? 0xffffu : (1u << (W - 16)) - 1);
+    __mmask16 m0, m1;
+    winograd_row_masks(W, &m0, &m1);
     __m512 lo = _mm512_maskz_loadu_ps(m0, xr), hi = _mm512_maskz_loadu_ps(m1, xr + 16);
     const __m512i ie = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
     const __m512i io = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
@@ -105,8 +104,8 @@ __attribute__((target("avx512f"))) static void column_transform32(float *h0, flo
  * r0, r1 (r1 NULL past the image) split into even and odd pixels, then the tile transform lane by lane. */
 __attribute__((target("avx512f"))) static void outgrad_row32(float *const m[16], const float *r0, const float *r1,
                                                              size_t W, size_t tw, unsigned rows) {
-    __mmask16 m0 = (__mmask16)(W >= 16 ? 0xffffu : (1u << W) - 1);
-    __mmask16 m1 = (__mmask16)(W <= 16 ? 0 : W >= 32 ? 0xffffu : (1u << (W - 16)) - 1);
+    __mmask16 m0, m1;
+    winograd_row_masks(W, &m0, &m1);
     const __m512i ie = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
     const __m512i io = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
     __m512 l0 = _mm512_maskz_loadu_ps(m0, r0), h0 = _mm512_maskz_loadu_ps(m1, r0 + 16);
@@ -143,21 +142,9 @@ __attribute__((target("avx512f"))) static void output_row32(float *orow, const f
     __m512 od = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(a1, a2), a3), b);
     const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
     const __m512i hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
-    __mmask16 m0 = (__mmask16)(W >= 16 ? 0xffffu : (1u << W) - 1);
-    __mmask16 m1 = (__mmask16)(W <= 16 ? 0 : W >= 32 ? 0xffffu : (1u << (W - 16)) - 1);
     __m512 v0 = _mm512_permutex2var_ps(ev, lo, od), v1 = _mm512_permutex2var_ps(ev, hi, od);
-    if (cadd) { /* then + the channel's addend, + the residual row (transform_outputs) */
-        __m512 c = _mm512_set1_ps(*cadd);
-        v0 = _mm512_add_ps(v0, c), v1 = _mm512_add_ps(v1, c);
-    }
-    if (rrow) {
-        v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, rrow));
-        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, rrow + 16));
-    }
-    _mm512_mask_storeu_ps(orow, m0, v0);
-    _mm512_mask_storeu_ps(orow + 16, m1, v1);
+    winograd_store_row32(orow, v0, v1, W, cadd, rrow); /* then + the channel's addend, + the residual row */
 }
-
 #else
 static void column_transform32(float *h0, float *h1, float *h2, float *h3, const float *xr, size_t W, size_t tw) {
     (void)h0, (void)h1, (void)h2, (void)h3, (void)xr, (void)W, (void)tw;
@@ -248,20 +235,6 @@ DF_CLONES static void transform_inputs(float *V, const float *in, const conv2d_d
     }
 }
 
-/* A finished output row (conv values, bias included) plus the addend's row c (NULL: none) and r (NULL: none),
- * for rows that output_row32 does not take: out may alias neither. */
-static inline void add_row(float *orow, const float *c, const float *r, size_t W) {
-    if (c) {
-        float cv = *c;
-#pragma omp simd
-        for (size_t x = 0; x < W; x++) orow[x] = orow[x] + cv;
-    }
-    if (r) {
-#pragma omp simd
-        for (size_t x = 0; x < W; x++) orow[x] = orow[x] + r[x];
-    }
-}
-
 /* out[b][o] 2x2 block of tile t = A^T m A + bias, m[xi] = M[xi][o][b * tiles + t]; outputs past the image
  * edge (odd sizes) are dropped. Per output channel: A^T m over all the chunk's tiles at once, then each tile
  * row's two output rows. Then, as the graph's next op would, + chan[b * Co + o] (per image and channel) and
@@ -306,7 +279,7 @@ DF_CLONES static void transform_outputs(float *out, const float *M, const float 
                         orow[2 * tx + 1] = t1[tx] - t2[tx] - t3[tx] + bv;
                     }
                     if (W % 2) orow[2 * full] = t0[full] + t1[full] + t2[full] + bv;
-                    add_row(orow, ca, ra, W);
+                    winograd_add_row(orow, ca, ra, W);
                 }
             }
         }

@@ -81,11 +81,10 @@ void conv2d_winograd4_pack_weights(float *Up, const float *weight, const conv2d_
  * the row in two registers (zero past W), each tile's six pixels 4 tx - 1 + j gathered lane by lane (zero at
  * -1 and past 31), then BT6's combinations for all the tiles at once, stored at h[k N]. */
 #if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
 __attribute__((target("avx512f"))) static void column_transform4_32(float *h, size_t N, const float *xr, size_t W,
                                                                    size_t tw) {
-    __mmask16 m0 = (__mmask16)(W >= 16 ? 0xffffu : (1u << W) - 1);
-    __mmask16 m1 = (__mmask16)(W <= 16 ? 0 : W >= 32 ? 0xffffu : (1u << (W - 16)) - 1);
+    __mmask16 m0, m1;
+    winograd_row_masks(W, &m0, &m1);
     __m512 lo = _mm512_maskz_loadu_ps(m0, xr), hi = _mm512_maskz_loadu_ps(m1, xr + 16);
     __m512 a[6];
     for (int j = 0; j < 6; j++) {
@@ -129,18 +128,7 @@ __attribute__((target("avx512f"))) static void output_row4_32(float *orow, const
     __m512 v0 = _mm512_mask_blend_ps(0xcccc, _mm512_permutex2var_ps(y0, ia, y1), _mm512_permutex2var_ps(y2, ib, y3));
     __m512 v1 = _mm512_mask_blend_ps(0xcccc, _mm512_permutex2var_ps(y0, _mm512_add_epi32(ia, four), y1),
                                      _mm512_permutex2var_ps(y2, _mm512_add_epi32(ib, four), y3));
-    __mmask16 m0 = (__mmask16)(W >= 16 ? 0xffffu : (1u << W) - 1);
-    __mmask16 m1 = (__mmask16)(W <= 16 ? 0 : W >= 32 ? 0xffffu : (1u << (W - 16)) - 1);
-    if (cadd) {
-        __m512 c = _mm512_set1_ps(*cadd);
-        v0 = _mm512_add_ps(v0, c), v1 = _mm512_add_ps(v1, c);
-    }
-    if (rrow) {
-        v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, rrow));
-        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, rrow + 16));
-    }
-    _mm512_mask_storeu_ps(orow, m0, v0);
-    _mm512_mask_storeu_ps(orow + 16, m1, v1);
+    winograd_store_row32(orow, v0, v1, W, cadd, rrow);
 }
 #else
 static void column_transform4_32(float *h, size_t N, const float *xr, size_t W, size_t tw) {
@@ -251,19 +239,8 @@ DF_CLONES static void transform_outputs4(float *out, const float *M, const float
                     row[4 * tx + 2] = p + 4.0f * u + bv;
                     row[4 * tx + 3] = q + 8.0f * v + t5 + bv;
                 }
-                float cv = ca ? *ca : 0.0f;
-                if (ca && ra) {
-#pragma omp simd
-                    for (size_t x = 0; x < W; x++) orow[x] = (row[x] + cv) + ra[x];
-                } else if (ca) {
-#pragma omp simd
-                    for (size_t x = 0; x < W; x++) orow[x] = row[x] + cv;
-                } else if (ra) {
-#pragma omp simd
-                    for (size_t x = 0; x < W; x++) orow[x] = row[x] + ra[x];
-                } else {
-                    memcpy(orow, row, W * sizeof(float));
-                }
+                memcpy(orow, row, W * sizeof(float)); /* the last tile's outputs past W dropped */
+                winograd_add_row(orow, ca, ra, W);
             }
         }
     }

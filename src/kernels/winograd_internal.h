@@ -35,11 +35,51 @@ static inline int winograd_chunks(size_t rows, size_t tw, size_t tiles, size_t *
     return threads > 1 && *chunks < threads;
 }
 
+/* A finished output row (conv values, bias included) plus the addend's value *c (NULL: none) and row r (NULL:
+ * none), in that order: the bits of add_channel_forward and add_forward run after the convolution. */
+static inline void winograd_add_row(float *orow, const float *c, const float *r, size_t W) {
+    if (c) {
+        float cv = *c;
+#pragma omp simd
+        for (size_t x = 0; x < W; x++) orow[x] = orow[x] + cv;
+    }
+    if (r) {
+#pragma omp simd
+        for (size_t x = 0; x < W; x++) orow[x] = orow[x] + r[x];
+    }
+}
+
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
 static inline int winograd_have_avx512(void) {
     static int known = -1;
     if (known < 0) known = __builtin_cpu_supports("avx512f") ? 1 : 0;
     return known;
+}
+
+/* The masks of a row of W <= 32 floats held in two registers: pixels 0-15 and 16-31. */
+__attribute__((target("avx512f"))) static inline void winograd_row_masks(size_t W, __mmask16 *m0, __mmask16 *m1) {
+    *m0 = (__mmask16)(W >= 16 ? 0xffffu : (1u << W) - 1);
+    *m1 = (__mmask16)(W <= 16 ? 0 : W >= 32 ? 0xffffu : (1u << (W - 16)) - 1);
+}
+
+/* Stores a finished output row of W <= 32 pixels (v0: 0-15, v1: 16-31), + *cadd and + rrow first (either
+ * NULL), as winograd_add_row adds them. */
+__attribute__((target("avx512f"))) static inline void winograd_store_row32(float *orow, __m512 v0, __m512 v1, size_t W,
+                                                                            const float *cadd, const float *rrow) {
+    __mmask16 m0, m1;
+    winograd_row_masks(W, &m0, &m1);
+    if (cadd) {
+        __m512 c = _mm512_set1_ps(*cadd);
+        v0 = _mm512_add_ps(v0, c), v1 = _mm512_add_ps(v1, c);
+    }
+    if (rrow) {
+        v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, rrow));
+        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, rrow + 16));
+    }
+    _mm512_mask_storeu_ps(orow, m0, v0);
+    _mm512_mask_storeu_ps(orow + 16, m1, v1);
 }
 #else
 static inline int winograd_have_avx512(void) { return 0; }
