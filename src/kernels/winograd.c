@@ -173,6 +173,10 @@ DF_CLONES static void transform_inputs(float *V, const float *in, const conv2d_d
     size_t tx1 = W >= 3 ? (W - 3) / 2 + 1 : 1;
     if (tx1 > tw) tx1 = tw;
     for (size_t i = i0; i < i1; i++) {
+        /* the input comes from memory (a batch's activations): its rows two channels ahead into L2 (measured
+         * on 64->64 at 28x28, batch 64, 2 threads: 13.8-14.2 ms -> 12.5-12.9 ms, one channel ahead 12.7-13.1) */
+        if (i == i0 && i + 1 < i1) winograd_prefetch_channel(in, Ci, H, W, th, 2, row0, nrows, i + 1);
+        if (i + 2 < i1) winograd_prefetch_channel(in, Ci, H, W, th, 2, row0, nrows, i + 2);
         for (size_t rr = 0; rr < nrows; rr++) {
             size_t b = (row0 + rr) / th, ty = (row0 + rr) % th;
             const float *x = in + (b * Ci + i) * H * W;
@@ -383,7 +387,9 @@ DF_CLONES static void transform_outgrad(float *dM, const float *dout, const conv
     /* dM (16, Co, nrows * tw) <- tile rows of dout (B, Co, H, W), only the positions xi = 4 r + k of the rows r
      * in the mask rows (0xf: all) */
     size_t Co = d->C_out, H = d->H, W = d->W, N = nrows * tw, full = W / 2;
-    for (size_t o = o0; o < o1; o++)
+    for (size_t o = o0; o < o1; o++) {
+        if (o == o0 && o + 1 < o1) winograd_prefetch_channel(dout, Co, H, W, th, 2, row0, nrows, o + 1);
+        if (o + 2 < o1) winograd_prefetch_channel(dout, Co, H, W, th, 2, row0, nrows, o + 2); /* as the input's */
         for (size_t rr = 0; rr < nrows; rr++) {
             size_t b = (row0 + rr) / th, ty = (row0 + rr) % th, y0 = 2 * ty;
             const float *g = dout + (b * Co + o) * H * W;
@@ -409,6 +415,7 @@ DF_CLONES static void transform_outgrad(float *dM, const float *dout, const conv
                 }
             }
         }
+    }
 }
 
 /* Tiles per chunk of the weight gradient: as many as keep the chunk's V and dM (16 (C_in + C_out) floats a

@@ -151,6 +151,8 @@ DF_CLONES static void transform_inputs4(float *V, const float *in, const conv2d_
     float *pad = h + 36 * N; /* one input row: pad[1 + x] = row[x], zero at -1 and past W */
     memset(pad, 0, (4 * tw + 2) * sizeof(float));
     for (size_t i = i0; i < i1; i++) {
+        if (i == i0 && i + 1 < i1) winograd_prefetch_channel(in, Ci, H, W, th, 4, row0, nrows, i + 1);
+        if (i + 2 < i1) winograd_prefetch_channel(in, Ci, H, W, th, 4, row0, nrows, i + 2); /* as winograd.c */
         for (size_t rr = 0; rr < nrows; rr++) {
             size_t b = (row0 + rr) / th, ty = (row0 + rr) % th;
             const float *x = in + (b * Ci + i) * H * W;

@@ -35,6 +35,21 @@ static inline int winograd_chunks(size_t rows, size_t tw, size_t tiles, size_t *
     return threads > 1 && *chunks < threads;
 }
 
+/* Prefetches (into L2) the input rows that channel i's transform reads for tile rows [row0, row0 + nrows) of a
+ * (B, Ci, H, W) input, tiles of `step` rows reading rows step ty - 1 .. step ty + step: called for the next
+ * channel while one is transformed. */
+static inline void winograd_prefetch_channel(const float *in, size_t Ci, size_t H, size_t W, size_t th, size_t step,
+                                             size_t row0, size_t nrows, size_t i) {
+    size_t first = row0, last = row0 + nrows - 1;
+    for (size_t b = first / th; b <= last / th; b++) {
+        size_t t0 = b == first / th ? first % th : 0, t1 = b == last / th ? last % th : th - 1;
+        size_t y0 = t0 > 0 ? step * t0 - 1 : 0, y1 = step * t1 + step < H ? step * t1 + step : H - 1;
+        const float *plane = in + (b * Ci + i) * H * W;
+        const char *p = (const char *)(plane + y0 * W), *e = (const char *)(plane + (y1 + 1) * W);
+        for (; p < e; p += 64) __builtin_prefetch(p, 0, 2);
+    }
+}
+
 /* A finished output row (conv values, bias included) plus the addend's value *c (NULL: none) and row r (NULL:
  * none), in that order: the bits of add_channel_forward and add_forward run after the convolution. */
 static inline void winograd_add_row(float *orow, const float *c, const float *r, size_t W) {
