@@ -273,6 +273,32 @@ TEST(conv2d_backward_accumulates) {
     df_free(in), df_free(w), df_free(dout), df_free(dw_only);
 }
 
+/* conv2d_backward_set writes din whatever it held (NaN here): the same as accumulating into zeros, on every
+ * path (the configurations above, and Winograd's stride-1 3x3 at 14x14), with dweight and dbias as before. */
+TEST(conv2d_backward_set_overwrites) {
+    conv_cfg wino = {2, 16, 14, 14, 16, 3, 3, 1, 1, 1, 1, 1, 1, "3x3 s1 p1 16->16 at 14x14 (Winograd)"};
+    for (size_t t = 0; t <= N_CONV_CFGS; t++) {
+        const conv_cfg *c = t < N_CONV_CFGS ? &conv_cfgs[t] : &wino;
+        conv2d_dims d = conv_dims(c);
+        size_t n_in = d.B * d.C_in * d.H * d.W, n_w = d.C_out * d.C_in * d.KH * d.KW;
+        size_t n_out = d.B * d.C_out * conv2d_out_h(&d) * conv2d_out_w(&d);
+        float *in = rnd(n_in, 51, -1, 1), *w = rnd(n_w, 52, -1, 1), *dout = rnd(n_out, 53, -1, 1);
+        float *din = zeros(n_in), *dw = zeros(n_w), *db = zeros(d.C_out);
+        float *din2 = zeros(n_in), *dw2 = zeros(n_w), *db2 = zeros(d.C_out);
+        for (size_t i = 0; i < n_in; i++) din2[i] = NAN;
+        conv2d_backward(din, dw, db, dout, in, w, &d);
+        conv2d_backward_set(din2, dw2, db2, dout, in, w, &d);
+        char name[160];
+        snprintf(name, sizeof name, "conv2d_backward_set din, %s", c->what);
+        EXPECT_CLOSE(name, din2, din, n_in, 0);
+        snprintf(name, sizeof name, "conv2d_backward_set dweight, %s", c->what);
+        EXPECT_CLOSE(name, dw2, dw, n_w, 0);
+        EXPECT_CLOSE("conv2d_backward_set dbias", db2, db, d.C_out, 0);
+        df_free(in), df_free(w), df_free(dout), df_free(din), df_free(dw), df_free(db);
+        df_free(din2), df_free(dw2), df_free(db2);
+    }
+}
+
 /* ---- linear ---- */
 
 typedef struct {

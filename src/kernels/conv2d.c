@@ -346,9 +346,11 @@ static void backward_chunk(float *din, float *part, size_t c, const float *dout,
                        in + b * in_sz, wtp, d, Ho, Wo);
 }
 
-/* conv2d_backward: same gradients as conv2d_backward_ref, accumulated (+=); NULL gradients skipped.
- * Sums are in an order fixed by the batch alone (see the team path below), not by the thread count. */
-void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout, const float *in,
+/* conv2d_backward: same gradients as conv2d_backward_ref, accumulated (+=); NULL gradients skipped. With
+ * din_set (conv2d_backward_set), din is written (=), whatever it held: by the stride-1 path straight from the
+ * transposed convolution, elsewhere zeroed first. Sums are in an order fixed by the batch alone (see the team
+ * path below), not by the thread count. */
+static void backward(float *din, int din_set, float *dweight, float *dbias, const float *dout, const float *in,
                      const float *weight, const conv2d_dims *d) {
     /* din (B, C_in, H, W), dweight (C_out, C_in, KH, KW), dbias (C_out) += from dout (B, C_out, Ho, Wo) */
     size_t Ho = conv2d_out_h(d), Wo = conv2d_out_w(d), P = Ho * Wo, K = d->C_in * d->KH * d->KW;
@@ -380,10 +382,19 @@ void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout
         for (size_t o = 0; o < Co; o++)
             for (size_t i = 0; i < Ci; i++)
                 for (size_t k = 0; k < taps; k++) wr[(i * Co + o) * taps + taps - 1 - k] = weight[(o * Ci + i) * taps + k];
-        conv2d_forward(g, dout, wr, NULL, &t);
+        if (din_set) { /* the gradient as the convolution writes it: no pass to add it */
+            conv2d_forward(din, dout, wr, NULL, &t);
+        } else {
+            conv2d_forward(g, dout, wr, NULL, &t);
 #pragma omp parallel for simd schedule(static) if (n > (1 << 16))
-        for (size_t k = 0; k < n; k++) din[k] += g[k];
+            for (size_t k = 0; k < n; k++) din[k] += g[k];
+        }
         din = NULL; /* done; the loop below makes dweight */
+    }
+    if (din && din_set) { /* the other paths accumulate */
+        ptrdiff_t n = (ptrdiff_t)(d->B * in_sz);
+        DF_PARALLEL_FOR_IF(n > (1 << 18), "omp parallel for simd schedule(static)",
+                           for (ptrdiff_t k = 0; k < n; k++) din[k] = 0.0f;);
     }
     if (dweight && conv2d_winograd_applies(d)) { /* 3x3 on images of 14x14 and up: by Winograd */
         conv2d_weight_grad_winograd(dweight, dout, in, d);
@@ -448,4 +459,14 @@ void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout
     }
     for (size_t b = 0; b < d->B; b++)
         backward_image(din ? din + b * in_sz : NULL, dweight, 0, dout + b * out_sz, in + b * in_sz, wtp, d, Ho, Wo);
+}
+
+void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout, const float *in,
+                     const float *weight, const conv2d_dims *d) {
+    backward(din, 0, dweight, dbias, dout, in, weight, d);
+}
+
+void conv2d_backward_set(float *din, float *dweight, float *dbias, const float *dout, const float *in,
+                         const float *weight, const conv2d_dims *d) {
+    backward(din, 1, dweight, dbias, dout, in, weight, d);
 }

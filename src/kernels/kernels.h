@@ -108,6 +108,10 @@ void conv2d_forward_packed_add(float *out, const float *in, const float *wp, con
                                const conv2d_dims *d, const float *chan, const float *res);
 void conv2d_backward(float *din, float *dweight, float *dbias, const float *dout, const float *in,
                      const float *weight, const conv2d_dims *d);
+/* The same, but din = the input gradient (not +=), whatever din held: for the first gradient into a tensor,
+ * without zeroing it first (a 3x3 stride-1 convolution writes it straight from its transposed convolution). */
+void conv2d_backward_set(float *din, float *dweight, float *dbias, const float *dout, const float *in,
+                         const float *weight, const conv2d_dims *d);
 void conv2d_forward_ref(float *out, const float *in, const float *weight, const float *bias,
                         const conv2d_dims *d);
 void conv2d_backward_ref(float *din, float *dweight, float *dbias, const float *dout, const float *in,

@@ -27,7 +27,13 @@
  * 28x28's 7 rows (4 + 3) fmnist-m's forward 0.863x. The values are the same either way: each tile's column of
  * every GEMM is summed alike whatever the chunk. */
 static inline int winograd_chunks(size_t rows, size_t tw, size_t tiles, size_t *per, size_t *chunks) {
-    *per = tiles / tw ? tiles / tw : 1, *chunks = (rows + *per - 1) / *per;
+    *per = tiles / tw ? tiles / tw : 1;
+    for (size_t p = *per; p > *per / 2 && p * tw >= 32; p--) /* whole pairs of 16-column panels if it can */
+        if (p * tw % 32 == 0) {
+            *per = p;
+            break;
+        }
+    *chunks = (rows + *per - 1) / *per;
     size_t threads = 1;
 #ifdef _OPENMP
     threads = omp_in_parallel() ? 1 : (size_t)omp_get_max_threads();

@@ -203,9 +203,12 @@ void df_graph_backward(df_graph *g, const float *dout) {
     for (int i = g->nops - 1; i >= 0; i--) {
         double t0 = g->op_seconds ? df_time() : 0;
         const df_op *op = &g->ops[i];
-        for (int k = 0; k < 3; k++) { /* a gradient this op is the first to accumulate into starts at zero */
+        /* a gradient this op is the first to accumulate into starts at zero, except a convolution's input
+         * gradient: the convolution writes it whole (conv2d_backward_set) */
+        int set = op->kind == OP_CONV2D && g->t[op->in[0]].has_grad && g->t[op->in[0]].last_use == i;
+        for (int k = 0; k < 3; k++) {
             df_tensor *in = op->in[k] >= 0 ? &g->t[op->in[k]] : NULL;
-            if (in && in->has_grad && in->last_use == i) zero(in->grad, in->numel);
+            if (in && in->has_grad && in->last_use == i && !(set && k == 0)) zero(in->grad, in->numel);
         }
         for (int k = 0; k < 3; k++) /* inputs recomputed for the first backward that reads them */
             if (op->in[k] >= 0 && g->t[op->in[k]].recompute && g->t[op->in[k]].rfirst == i &&
@@ -219,7 +222,8 @@ void df_graph_backward(df_graph *g, const float *dout) {
         switch (op->kind) {
         case OP_CONV2D: {
             conv2d_dims d = conv_dims(g, op);
-            conv2d_backward(a->grad, pgrad(g, op->w), pgrad(g, op->b), dy, ad, pdata(g, op->w), &d);
+            (set ? conv2d_backward_set : conv2d_backward)(a->grad, pgrad(g, op->w), pgrad(g, op->b), dy, ad,
+                                                          pdata(g, op->w), &d);
         } break;
         case OP_LINEAR:
             linear_backward(a->grad, pgrad(g, op->w), pgrad(g, op->b), dy, ad, pdata(g, op->w), a->n,
