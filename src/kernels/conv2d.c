@@ -12,6 +12,7 @@
 #include "conv2d_internal.h"
 
 #include "base/base.h"
+#include "vmath.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -363,9 +364,7 @@ static void backward(float *din, int din_set, float *dweight, float *dbias, cons
             double acc = 0;
             for (size_t b = 0; b < d->B; b++) {
                 const float *g = dout + b * out_sz + (size_t)o * P;
-                float part = 0; /* one image's plane in float, the planes in double */
-                for (size_t p = 0; p < P; p++) part += g[p];
-                acc += part;
+                acc += df_sum16(g, P); /* one image's plane in float lanes, the planes in double */
             }
             dbias[o] += (float)acc;
         }

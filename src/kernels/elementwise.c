@@ -2,6 +2,7 @@
  * upsampling, channel concatenation). Forward overwrites out; backward accumulates into each non-NULL
  * gradient. */
 #include "base/base.h"
+#include "vmath.h"
 #include "kernels.h"
 
 #include <string.h>
@@ -57,7 +58,7 @@ void add_channel_forward(float *out, const float *in, const float *bias, size_t 
                            out[bc * HW + p] = in[bc * HW + p] + bias[bc];);
 }
 
-/* add_channel_backward: din += dout; dbias[b,c] += sum over p of dout[b,c,p] (in double). */
+/* add_channel_backward: din += dout; dbias[b,c] += sum over p of dout[b,c,p] (df_sum16). */
 void add_channel_backward(float *din, float *dbias, const float *dout, size_t B, size_t C, size_t HW) {
     /* din (B, C, HW) += dout; dbias (B, C) += sum_HW dout */
     size_t planes = B * C;
@@ -66,11 +67,7 @@ void add_channel_backward(float *din, float *dbias, const float *dout, size_t B,
         const float *g = dout + bc * HW;
         if (din)
             for (size_t p = 0; p < HW; p++) din[bc * HW + p] += g[p];
-        if (dbias) {
-            double s = 0;
-            for (size_t p = 0; p < HW; p++) s += g[p];
-            dbias[bc] += (float)s;
-        }
+        if (dbias) dbias[bc] += df_sum16(g, HW);
     }
 }
 

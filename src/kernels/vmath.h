@@ -34,4 +34,18 @@ static inline float df_vexpf(float x) {
     return e * scale;
 }
 
+/* The sum of x[0..n) in 16 float lanes (x[p] into lane p mod 16), then the lanes pairwise: a fixed order that
+ * vectorises, where a plain running sum is a chain of dependent adds (4 cycles each) that the compiler may not
+ * reorder. */
+static inline float df_sum16(const float *x, size_t n) {
+    float l[16] = {0};
+    size_t p = 0;
+    for (; p + 16 <= n; p += 16)
+        for (int k = 0; k < 16; k++) l[k] += x[p + k];
+    for (int k = 0; p < n; p++, k++) l[k] += x[p];
+    for (int w = 8; w > 0; w /= 2)
+        for (int k = 0; k < w; k++) l[k] += l[k + w];
+    return l[0];
+}
+
 #endif
