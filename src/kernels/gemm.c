@@ -462,7 +462,8 @@ static void block(size_t mc, size_t nc, size_t kc, const packed_a *A, size_t i0,
             for (size_t r = 0; r < mc; r += GEMM_MR) { /* two whole panels at once */
                 if (c == 0 && r + GEMM_MR < mc) { /* the first pass over A: the next panel's slice into cache */
                     const char *next = (const char *)(A->a + (i0 + r + GEMM_MR) * A->K + p0 * GEMM_MR);
-                    for (size_t q = 0; q < kc * GEMM_MR * sizeof(float); q += 64) __builtin_prefetch(next + q, 0, 3);
+                    for (size_t q = 0; q < kc * GEMM_MR * sizeof(float); q += 64)
+                        __builtin_prefetch(next + q, 0, 3);
                 }
                 kernel_avx512_c2(kc, A->a + (i0 + r) * A->K + p0 * GEMM_MR, b + c * kc, b + (c + GEMM_NR) * kc,
                                  C + r * ldc + c, ldc, b_eff == 1, mc - r < GEMM_MR ? mc - r : GEMM_MR);
