@@ -460,7 +460,8 @@ static void block(size_t mc, size_t nc, size_t kc, const packed_a *A, size_t i0,
 #if defined(__x86_64__) && defined(__GNUC__)
         if (micro == kernel_avx512 && alpha == 1 && (b_eff == 0 || b_eff == 1) && c + 2 * GEMM_NR <= nc) {
             for (size_t r = 0; r < mc; r += GEMM_MR) { /* two whole panels at once */
-                if (c == 0 && r + GEMM_MR < mc) { /* the first pass over A: the next panel's slice into cache */
+                if (c == 0 && nc <= 64 && r + GEMM_MR < mc) { /* few columns (batch 1), the first pass over A:
+                                                                  * the next panel's slice into cache */
                     const char *next = (const char *)(A->a + (i0 + r + GEMM_MR) * A->K + p0 * GEMM_MR);
                     for (size_t q = 0; q < kc * GEMM_MR * sizeof(float); q += 64)
                         __builtin_prefetch(next + q, 0, 3);
