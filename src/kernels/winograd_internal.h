@@ -42,8 +42,8 @@ static inline int winograd_chunks(size_t rows, size_t tw, size_t tiles, size_t *
 }
 
 /* Prefetches (into L2) the input rows that channel i's transform reads for tile rows [row0, row0 + nrows) of a
- * (B, Ci, H, W) input, tiles of `step` rows reading rows step ty - 1 .. step ty + step: called for the next
- * channel while one is transformed. */
+ * (B, Ci, H, W) input, tiles of `step` rows reading rows step ty - 1 .. step ty + step: called for a channel
+ * two ahead of the one being transformed. */
 static inline void winograd_prefetch_channel(const float *in, size_t Ci, size_t H, size_t W, size_t th, size_t step,
                                              size_t row0, size_t nrows, size_t i) {
     size_t first = row0, last = row0 + nrows - 1;
