@@ -173,10 +173,7 @@ DF_CLONES static void transform_inputs(float *V, const float *in, const conv2d_d
     size_t tx1 = W >= 3 ? (W - 3) / 2 + 1 : 1;
     if (tx1 > tw) tx1 = tw;
     for (size_t i = i0; i < i1; i++) {
-        /* the input comes from memory (a batch's activations): its rows two channels ahead into L2 (measured
-         * on 64->64 at 28x28, batch 64, 2 threads: 13.8-14.2 ms -> 12.5-12.9 ms, one channel ahead 12.7-13.1) */
-        if (i == i0 && i + 1 < i1) winograd_prefetch_channel(in, Ci, H, W, th, 2, row0, nrows, i + 1);
-        if (i + 2 < i1) winograd_prefetch_channel(in, Ci, H, W, th, 2, row0, nrows, i + 2);
+        winograd_prefetch_ahead(in, Ci, H, W, th, 2, row0, nrows, i, i0, i1);
         for (size_t rr = 0; rr < nrows; rr++) {
             size_t b = (row0 + rr) / th, ty = (row0 + rr) % th;
             const float *x = in + (b * Ci + i) * H * W;
@@ -299,14 +296,6 @@ void conv2d_winograd_pack_weights(float *Up, const float *weight, const conv2d_d
     for (int xi = 0; xi < 16; xi++) gemm_pack_a_bf16(Up + (size_t)xi * ap, Co, Ci);
 }
 
-/* M[xi] (Co x n) = U[xi] V[xi] for one of the 16 positions of a chunk's n tiles (serial inside a parallel
- * region). */
-static void position_gemm(float *M, const float *V, const float *Up, int xi, size_t Co, size_t Ci, size_t n) {
-    gemm_plain_b_ctx vb = {0, V + (size_t)xi * Ci * n, n};
-    gemm_prepacked(Co, n, Ci, 1.0f, Up + (size_t)xi * gemm_packed_a_size(Co, Ci), gemm_plain_b, &vb, 0.0f,
-                   M + (size_t)xi * Co * n, n);
-}
-
 /* conv2d_forward_winograd_packed when there are fewer chunks than threads (a batch of one image): the team
  * does each chunk together, splitting the input transform by input channel, the 16 GEMMs by position and the
  * output transform by output channel. Every value is computed as the chunk-per-thread loop computes it. */
@@ -324,7 +313,7 @@ static void forward_chunks_by_team(float *out, const float *in, const float *Up,
             for (ptrdiff_t i = 0; i < (ptrdiff_t)Ci; i++)
                 transform_inputs(V, in, d, th, tw, row0, nr, buf, (size_t)i, (size_t)i + 1, 0xf);
 #pragma omp for schedule(static)
-            for (int xi = 0; xi < 16; xi++) position_gemm(M, V, Up, xi, Co, Ci, n);
+            for (int xi = 0; xi < 16; xi++) winograd_position_gemm(M, V, Up, xi, Co, Ci, n);
 #pragma omp for schedule(static)
             for (ptrdiff_t o = 0; o < (ptrdiff_t)Co; o++)
                 transform_outputs(out, M, bias, d, th, tw, row0, nr, buf, (size_t)o, (size_t)o + 1, chan, res);
@@ -356,7 +345,7 @@ void conv2d_forward_winograd_packed_add(float *out, const float *in, const float
         for (ptrdiff_t c = 0; c < (ptrdiff_t)chunks; c++) {
             size_t row0 = (size_t)c * per, nr = rows - row0 < per ? rows - row0 : per, n = nr * tw;
             transform_inputs(V, in, d, th, tw, row0, nr, buf, 0, Ci, 0xf);
-            for (int xi = 0; xi < 16; xi++) position_gemm(M, V, Up, xi, Co, Ci, n);
+            for (int xi = 0; xi < 16; xi++) winograd_position_gemm(M, V, Up, xi, Co, Ci, n);
             transform_outputs(out, M, bias, d, th, tw, row0, nr, buf, 0, Co, chan, res);
         }
     }
@@ -388,8 +377,7 @@ DF_CLONES static void transform_outgrad(float *dM, const float *dout, const conv
      * in the mask rows (0xf: all) */
     size_t Co = d->C_out, H = d->H, W = d->W, N = nrows * tw, full = W / 2;
     for (size_t o = o0; o < o1; o++) {
-        if (o == o0 && o + 1 < o1) winograd_prefetch_channel(dout, Co, H, W, th, 2, row0, nrows, o + 1);
-        if (o + 2 < o1) winograd_prefetch_channel(dout, Co, H, W, th, 2, row0, nrows, o + 2); /* as the input's */
+        winograd_prefetch_ahead(dout, Co, H, W, th, 2, row0, nrows, o, o0, o1);
         for (size_t rr = 0; rr < nrows; rr++) {
             size_t b = (row0 + rr) / th, ty = (row0 + rr) % th, y0 = 2 * ty;
             const float *g = dout + (b * Co + o) * H * W;

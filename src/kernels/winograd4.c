@@ -151,8 +151,7 @@ DF_CLONES static void transform_inputs4(float *V, const float *in, const conv2d_
     float *pad = h + 36 * N; /* one input row: pad[1 + x] = row[x], zero at -1 and past W */
     memset(pad, 0, (4 * tw + 2) * sizeof(float));
     for (size_t i = i0; i < i1; i++) {
-        if (i == i0 && i + 1 < i1) winograd_prefetch_channel(in, Ci, H, W, th, 4, row0, nrows, i + 1);
-        if (i + 2 < i1) winograd_prefetch_channel(in, Ci, H, W, th, 4, row0, nrows, i + 2); /* as winograd.c */
+        winograd_prefetch_ahead(in, Ci, H, W, th, 4, row0, nrows, i, i0, i1);
         for (size_t rr = 0; rr < nrows; rr++) {
             size_t b = (row0 + rr) / th, ty = (row0 + rr) % th;
             const float *x = in + (b * Ci + i) * H * W;
@@ -248,13 +247,6 @@ DF_CLONES static void transform_outputs4(float *out, const float *M, const float
     }
 }
 
-/* M[xi] (Co x n) = U[xi] V[xi] for one of the 36 positions of a chunk's n tiles (serial inside a region). */
-static void position_gemm4(float *M, const float *V, const float *Up, int xi, size_t Co, size_t Ci, size_t n) {
-    gemm_plain_b_ctx vb = {0, V + (size_t)xi * Ci * n, n};
-    gemm_prepacked(Co, n, Ci, 1.0f, Up + (size_t)xi * gemm_packed_a_size(Co, Ci), gemm_plain_b, &vb, 0.0f,
-                   M + (size_t)xi * Co * n, n);
-}
-
 /* The team on each chunk, for fewer chunks than threads (winograd_chunks): the input transform
  * split by input channel, the 36 GEMMs by position, the output transform by output channel; every value as the
  * chunk-per-thread loop computes it. */
@@ -272,7 +264,7 @@ static void forward4_chunks_by_team(float *out, const float *in, const float *Up
             for (ptrdiff_t i = 0; i < (ptrdiff_t)Ci; i++)
                 transform_inputs4(V, in, d, th, tw, row0, nr, buf, (size_t)i, (size_t)i + 1);
 #pragma omp for schedule(static)
-            for (int xi = 0; xi < 36; xi++) position_gemm4(M, V, Up, xi, Co, Ci, n);
+            for (int xi = 0; xi < 36; xi++) winograd_position_gemm(M, V, Up, xi, Co, Ci, n);
 #pragma omp for schedule(static)
             for (ptrdiff_t o = 0; o < (ptrdiff_t)Co; o++)
                 transform_outputs4(out, M, bias, d, th, tw, row0, nr, buf, (size_t)o, (size_t)o + 1, chan, res);
@@ -299,7 +291,7 @@ void conv2d_forward_winograd4_packed_add(float *out, const float *in, const floa
         for (ptrdiff_t c = 0; c < (ptrdiff_t)chunks; c++) {
             size_t row0 = (size_t)c * per, nr = rows - row0 < per ? rows - row0 : per, n = nr * tw;
             transform_inputs4(V, in, d, th, tw, row0, nr, buf, 0, Ci);
-            for (int xi = 0; xi < 36; xi++) position_gemm4(M, V, Up, xi, Co, Ci, n);
+            for (int xi = 0; xi < 36; xi++) winograd_position_gemm(M, V, Up, xi, Co, Ci, n);
             transform_outputs4(out, M, bias, d, th, tw, row0, nr, buf, 0, Co, chan, res);
         }
     }
