@@ -602,6 +602,47 @@ TEST(attention_backward_finite_differences) {
     }
 }
 
+/* q, k and v as the thirds of one (B, 3C, T) tensor: the bits of the separate tensors, forward (probabilities
+ * saved and not, whole heads and row blocks, images or heads over threads) and backward (accumulating). */
+TEST(attention_qkv_equals_separate) {
+    static const size_t cfgs[][4] = {{2, 4, 9, 1}, {3, 16, 100, 2}, {1, 8, 300, 1}, {1, 6, 130, 3}}; /* B, C, T, heads */
+    for (size_t t = 0; t < sizeof cfgs / sizeof cfgs[0]; t++) {
+        size_t B = cfgs[t][0], C = cfgs[t][1], T = cfgs[t][2], H = cfgs[t][3], n = B * C * T, np = B * H * T * T;
+        float *qkv = rnd(3 * n, 91, -2, 2), *part[3] = {zeros(n), zeros(n), zeros(n)};
+        for (size_t b = 0; b < B; b++)
+            for (int j = 0; j < 3; j++) memcpy(part[j] + b * C * T, qkv + (b * 3 + (size_t)j) * C * T, C * T * sizeof(float));
+        float *out = zeros(n), *out_qkv = rnd(n, 92, -1, 1), *p = zeros(np), *p_qkv = rnd(np, 93, -1, 1);
+        float *out_np = zeros(n), *out_np_qkv = rnd(n, 94, -1, 1);
+        attention_forward(out, p, part[0], part[1], part[2], B, C, T, H);
+        attention_forward_qkv(out_qkv, p_qkv, qkv, B, C, T, H);
+        attention_forward(out_np, NULL, part[0], part[1], part[2], B, C, T, H);
+        attention_forward_qkv(out_np_qkv, NULL, qkv, B, C, T, H);
+        char name[128];
+        snprintf(name, sizeof name, "attention_qkv fwd B%zu C%zu T%zu heads %zu", B, C, T, H);
+        EXPECT_CLOSE(name, out_qkv, out, n, 0);
+        EXPECT_CLOSE("attention_qkv probs", p_qkv, p, np, 0);
+        EXPECT_CLOSE("attention_qkv fwd without probs", out_np_qkv, out_np, n, 0);
+        float *dout = rnd(n, 95, -1, 1), *d[3], *dqkv = rnd(3 * n, 96, -1, 1);
+        for (int j = 0; j < 3; j++) { /* the same starting values, to check that both accumulate */
+            d[j] = zeros(n);
+            for (size_t b = 0; b < B; b++)
+                memcpy(d[j] + b * C * T, dqkv + (b * 3 + (size_t)j) * C * T, C * T * sizeof(float));
+        }
+        attention_backward(d[0], d[1], d[2], dout, part[0], part[1], part[2], p, B, C, T, H);
+        attention_backward_qkv(dqkv, dout, qkv, p, B, C, T, H);
+        for (int j = 0; j < 3; j++) {
+            double worst = 0;
+            for (size_t b = 0; b < B; b++)
+                for (size_t i = 0; i < C * T; i++)
+                    worst = fmax(worst, fabs(dqkv[(b * 3 + (size_t)j) * C * T + i] - d[j][b * C * T + i]));
+            EXPECT(worst == 0, "attention_qkv backward: %s differs by %g", j == 0 ? "dq" : j == 1 ? "dk" : "dv", worst);
+            df_free(part[j]), df_free(d[j]);
+        }
+        df_free(qkv), df_free(out), df_free(out_qkv), df_free(p), df_free(p_qkv), df_free(out_np), df_free(out_np_qkv);
+        df_free(dout), df_free(dqkv);
+    }
+}
+
 /* ---- activations and elementwise ---- */
 
 typedef struct {

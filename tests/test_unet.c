@@ -307,6 +307,73 @@ TEST(unet_memory_plans_reuse_memory) {
     EXPECT(k.gflops_per_image > 0.6 && k.gflops_per_image < 0.65, "fmnist-s FLOPs %g", k.gflops_per_image);
 }
 
+/* A stacked convolution (g_conv_stacked: attention's to_q, to_k, to_v as one) against the three run apart and
+ * concatenated: the same output bits in a training graph and in an inference graph with packed weights, the
+ * same bits of every parameter gradient, and the input gradient (one sum over the three instead of three
+ * accumulations) within rounding. */
+TEST(graph_conv_stacked_equals_separate) {
+    df_params ps = {0};
+    int w[3], b[3];
+    for (int i = 0; i < 3; i++) {
+        w[i] = df_params_addf(&ps, 2, 16, 24, 0, 0, "p%d.weight", i);
+        b[i] = df_params_addf(&ps, 1, 16, 0, 0, 0, "p%d.bias", i);
+    }
+    df_params_alloc(&ps);
+    df_params_alloc_grad(&ps);
+    df_test_fill(ps.data, ps.total, 21, -0.5f, 0.5f);
+    size_t B = 5;
+    float *out[2], *dx[2], *dp[2], *gy = NULL;
+    for (int stacked = 0; stacked <= 1; stacked++) {
+        df_graph g;
+        df_graph_init(&g, &ps, B, 1);
+        g.keep_all = 1; /* the input's gradient stays readable */
+        int x = g_input(&g, B, 24, 7, 9), h = g_silu(&g, x), y;
+        if (stacked) {
+            y = g_conv_stacked(&g, h, w, b, 3, 1, 0, 0, 0, 0);
+        } else {
+            int q = g_conv(&g, h, w[0], b[0], 1, 0, 0, 0, 0), k = g_conv(&g, h, w[1], b[1], 1, 0, 0, 0, 0);
+            y = g_concat(&g, g_concat(&g, q, k), g_conv(&g, h, w[2], b[2], 1, 0, 0, 0, 0));
+        }
+        EXPECT(g.t[y].c == 48, "stacked output has %zu channels", g.t[y].c);
+        df_graph_plan(&g);
+        df_test_fill(g.t[x].data, g.t[x].numel, 22, -1, 1);
+        size_t ny = g.t[y].numel, nx = g.t[h].numel;
+        if (!gy) {
+            gy = df_malloc(ny * sizeof(float));
+            df_test_fill(gy, ny, 23, -1, 1);
+        }
+        df_graph_forward(&g);
+        out[stacked] = df_malloc(ny * sizeof(float));
+        memcpy(out[stacked], g.t[y].data, ny * sizeof(float));
+        df_params_zero_grad(&ps);
+        df_graph_backward(&g, gy);
+        dx[stacked] = df_malloc(nx * sizeof(float));
+        memcpy(dx[stacked], g.t[h].grad, nx * sizeof(float));
+        dp[stacked] = df_malloc(ps.total * sizeof(float));
+        memcpy(dp[stacked], ps.grad, ps.total * sizeof(float));
+        df_graph_free(&g);
+        if (stacked) { /* sampling: packed weights */
+            df_graph gi;
+            df_graph_init(&gi, &ps, B, 0);
+            int xi = g_input(&gi, B, 24, 7, 9), yi = g_conv_stacked(&gi, g_silu(&gi, xi), w, b, 3, 1, 0, 0, 0, 0);
+            df_graph_plan(&gi);
+            df_graph_pack_weights(&gi);
+            df_test_fill(gi.t[xi].data, gi.t[xi].numel, 22, -1, 1);
+            df_graph_forward(&gi);
+            EXPECT_CLOSE("stacked conv, packed weights", gi.t[yi].data, out[0], ny, 0);
+            df_graph_free(&gi);
+        }
+        if (stacked) {
+            EXPECT_CLOSE("stacked conv output", out[1], out[0], ny, 0);
+            EXPECT_CLOSE("stacked conv parameter gradients", dp[1], dp[0], ps.total, 0);
+            EXPECT_CLOSE("stacked conv input gradient", dx[1], dx[0], nx, 1e-6);
+        }
+    }
+    for (int i = 0; i < 2; i++) df_free(out[i]), df_free(dx[i]), df_free(dp[i]);
+    df_free(gy);
+    df_params_free(&ps);
+}
+
 /* The training plan (activations freed once backward is done with them, gradients in their memory, fused
  * group norm + SiLU outputs recomputed for backward, dropout included) gives bit for bit the output and
  * parameter gradients of a plan that keeps every tensor apart for the whole pass. */

@@ -94,8 +94,8 @@ static void op_name(char *s, size_t n, const df_graph *g, const df_op *op) {
         size_t k = w->ndim == 4 ? (size_t)w->shape[2] : 1;
         snprintf(s, n, "%s %zux%zu %zu->%zu at %zux%zu%s", kinds[op->kind], k, k, x->c, y->c, x->h, x->w,
                  op->stride > 1 ? " stride 2" : "");
-    } else
-        snprintf(s, n, "%s %zux%zux%zu", kinds[op->kind], x->c, x->h, x->w);
+    } else /* attention: its output's channels (its input may be q, k and v as one tensor) */
+        snprintf(s, n, "%s %zux%zux%zu", kinds[op->kind], op->kind == OP_ATTENTION ? y->c : x->c, x->h, x->w);
 }
 
 static int by_time(const void *a, const void *b) {

@@ -130,38 +130,53 @@ static void attention_head_forward(float *o, float *p_all, const float *qh, cons
     for (size_t i0 = 0; i0 < T; i0 += ATT_ROWS) row_block_forward(o, qh, kh, vh, dh, T, i0);
 }
 
+/* Where head h of image b starts in q, k and v, whose images are ld floats apart (C T, or 3 C T when they are
+ * one tensor's thirds: attention_forward_qkv), for pair bh = b heads + h; out's is bh dh T. */
+static size_t in_off(size_t bh, size_t heads, size_t dh, size_t T, size_t ld) {
+    return bh / heads * ld + bh % heads * dh * T;
+}
+
 /* One (image, head) pair of attention_forward: the loop body, run by a team or not. */
 static void head_forward(float *out, float *probs, const float *q, const float *k, const float *v, size_t bh,
-                         size_t dh, size_t T) {
-    size_t off = bh * dh * T; /* (b*C + h*dh) * T */
-    attention_head_forward(out + off, probs ? probs + bh * T * T : NULL, q + off, k + off, v + off, dh, T);
+                         size_t heads, size_t dh, size_t T, size_t ld) {
+    size_t off = bh * dh * T, io = in_off(bh, heads, dh, T, ld); /* out's (b*C + h*dh) * T, and the inputs' */
+    attention_head_forward(out + off, probs ? probs + bh * T * T : NULL, q + io, k + io, v + io, dh, T);
 }
 
 /* attention_forward: same result as attention_forward_ref (see kernels.h). With probs it stores the full
  * (B, heads, T, T) probabilities; with probs NULL it needs only ATT_ROWS x T floats of scratch per thread
  * (T x T up to T = ATT_WHOLE).
  * Both paths give bitwise-identical out. */
-void attention_forward(float *out, float *probs, const float *q, const float *k, const float *v, size_t B,
-                       size_t C, size_t T, size_t heads) {
-    /* out (B, C, T) = attention(q, k, v (B, C, T)); probs (B, heads, T, T) or NULL */
+static void forward(float *out, float *probs, const float *q, const float *k, const float *v, size_t B, size_t C,
+                    size_t T, size_t heads, size_t ld) {
+    /* out (B, C, T) = attention(q, k, v (B, C, T), images ld floats apart); probs (B, heads, T, T) or NULL */
     DF_CHECK(heads > 0 && C % heads == 0, "attention: %zu channels do not split into %zu heads", C, heads);
     size_t dh = C / heads, pairs = B * heads;
     if (att_outer_parallel(pairs, dh, T)) { /* a region only for a team (kernels.h) */
 #pragma omp parallel for schedule(dynamic, 1)
         for (size_t bh = 0; bh < pairs; bh++)
-            head_forward(out, probs, q, k, v, bh, dh, T);
+            head_forward(out, probs, q, k, v, bh, heads, dh, T, ld);
     } else if (!probs && T > ATT_WHOLE && team_size() > 1) {
         /* fewer pairs than threads (sampling a batch of one): the team splits each pair's row blocks */
         ptrdiff_t blocks = (ptrdiff_t)((T + ATT_ROWS - 1) / ATT_ROWS);
         for (size_t bh = 0; bh < pairs; bh++) {
-            size_t off = bh * dh * T;
+            size_t off = bh * dh * T, io = in_off(bh, heads, dh, T, ld);
 #pragma omp parallel for schedule(dynamic, 1)
             for (ptrdiff_t ib = 0; ib < blocks; ib++)
-                row_block_forward(out + off, q + off, k + off, v + off, dh, T, (size_t)ib * ATT_ROWS);
+                row_block_forward(out + off, q + io, k + io, v + io, dh, T, (size_t)ib * ATT_ROWS);
         }
     } else {
-        for (size_t bh = 0; bh < pairs; bh++) head_forward(out, probs, q, k, v, bh, dh, T);
+        for (size_t bh = 0; bh < pairs; bh++) head_forward(out, probs, q, k, v, bh, heads, dh, T, ld);
     }
+}
+
+void attention_forward(float *out, float *probs, const float *q, const float *k, const float *v, size_t B,
+                       size_t C, size_t T, size_t heads) {
+    forward(out, probs, q, k, v, B, C, T, heads, C * T);
+}
+
+void attention_forward_qkv(float *out, float *probs, const float *qkv, size_t B, size_t C, size_t T, size_t heads) {
+    forward(out, probs, qkv, qkv + C * T, qkv + 2 * C * T, B, C, T, heads, 3 * C * T);
 }
 
 /* ---- backward ---- */
@@ -194,24 +209,37 @@ static void attention_head_backward(float *dqh, float *dkh, float *dvh, const fl
 
 /* One (image, head) pair of attention_backward. */
 static void head_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
-                          const float *v, const float *probs, size_t bh, size_t dh, size_t T) {
-    size_t off = bh * dh * T;
-    attention_head_backward(dq ? dq + off : NULL, dk ? dk + off : NULL, dv ? dv + off : NULL, dout + off, q + off,
-                            k + off, v + off, probs + bh * T * T, dh, T);
+                          const float *v, const float *probs, size_t bh, size_t heads, size_t dh, size_t T,
+                          size_t ld) {
+    size_t off = bh * dh * T, io = in_off(bh, heads, dh, T, ld);
+    attention_head_backward(dq ? dq + io : NULL, dk ? dk + io : NULL, dv ? dv + io : NULL, dout + off, q + io,
+                            k + io, v + io, probs + bh * T * T, dh, T);
 }
 
 /* attention_backward: gradients of attention_forward given the probs it saved; accumulates into dq, dk, dv
  * (NULL ones skipped). Needs ATT_ROWS x T floats of scratch per thread. */
-void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
-                        const float *v, const float *probs, size_t B, size_t C, size_t T, size_t heads) {
-    /* dq, dk, dv (B, C, T) += from dout (B, C, T), probs (B, heads, T, T) */
+static void backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
+                     const float *v, const float *probs, size_t B, size_t C, size_t T, size_t heads, size_t ld) {
+    /* dq, dk, dv (B, C, T, images ld floats apart) += from dout (B, C, T), probs (B, heads, T, T) */
     DF_CHECK(heads > 0 && C % heads == 0, "attention: %zu channels do not split into %zu heads", C, heads);
     DF_CHECK(probs != NULL, "attention_backward needs the probabilities saved by attention_forward");
     size_t dh = C / heads, pairs = B * heads;
     if (att_outer_parallel(pairs, dh, T)) { /* a region only for a team (kernels.h) */
 #pragma omp parallel for schedule(dynamic, 1)
-        for (size_t bh = 0; bh < pairs; bh++) head_backward(dq, dk, dv, dout, q, k, v, probs, bh, dh, T);
+        for (size_t bh = 0; bh < pairs; bh++) head_backward(dq, dk, dv, dout, q, k, v, probs, bh, heads, dh, T, ld);
     } else {
-        for (size_t bh = 0; bh < pairs; bh++) head_backward(dq, dk, dv, dout, q, k, v, probs, bh, dh, T);
+        for (size_t bh = 0; bh < pairs; bh++) head_backward(dq, dk, dv, dout, q, k, v, probs, bh, heads, dh, T, ld);
     }
+}
+
+void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
+                        const float *v, const float *probs, size_t B, size_t C, size_t T, size_t heads) {
+    backward(dq, dk, dv, dout, q, k, v, probs, B, C, T, heads, C * T);
+}
+
+void attention_backward_qkv(float *dqkv, const float *dout, const float *qkv, const float *probs, size_t B, size_t C,
+                            size_t T, size_t heads) {
+    size_t CT = C * T;
+    backward(dqkv, dqkv ? dqkv + CT : NULL, dqkv ? dqkv + 2 * CT : NULL, dout, qkv, qkv + CT, qkv + 2 * CT, probs, B, C,
+             T, heads, 3 * CT);
 }

@@ -226,6 +226,12 @@ void attention_backward(float *dq, float *dk, float *dv, const float *dout, cons
                         const float *v, const float *probs, size_t B, size_t C, size_t T, size_t heads);
 void attention_forward_ref(float *out, float *probs, const float *q, const float *k, const float *v, size_t B,
                            size_t C, size_t T, size_t heads);
+/* The same with q, k and v the three thirds of each image of one (B, 3 C, T) tensor qkv (the fused to_q, to_k,
+ * to_v projection's output: rows [0, C) q, [C, 2C) k, [2C, 3C) v), and dqkv (B, 3 C, T) likewise; the bits of
+ * attention_forward and attention_backward on the thirds copied apart. */
+void attention_forward_qkv(float *out, float *probs, const float *qkv, size_t B, size_t C, size_t T, size_t heads);
+void attention_backward_qkv(float *dqkv, const float *dout, const float *qkv, const float *probs, size_t B, size_t C,
+                            size_t T, size_t heads);
 
 /* ---- timestep embedding ---- */
 /* diffusers' get_timestep_embedding: half = dim/2, freq_i = exp(-ln(max_period) * i / (half - freq_shift)),

@@ -18,6 +18,7 @@ void df_graph_free(df_graph *g) {
     df_free(g->t);
     df_free(g->ops);
     df_free(g->arena);
+    df_free(g->stack);
     df_free(g->op_seconds);
     memset(g, 0, sizeof *g);
 }
@@ -54,6 +55,7 @@ static df_op *new_op(df_graph *g, df_opkind kind, int in0, int in1, int in2) {
     op->kind = kind;
     op->in[0] = in0, op->in[1] = in1, op->in[2] = in2;
     op->out = op->aux = op->w = op->b = op->rmean = op->rvar = -1;
+    op->w_more[0] = op->w_more[1] = op->b_more[0] = op->b_more[1] = -1;
     for (int i = 0; i < 3; i++) DF_CHECK(op->in[i] < g->nt, "op input %d is not a tensor yet", op->in[i]);
     return op;
 }
@@ -92,6 +94,25 @@ int g_conv(df_graph *g, int x, int w, int b, size_t stride, size_t pt, size_t pb
     op->pad[0] = pt, op->pad[1] = pb, op->pad[2] = pl, op->pad[3] = pr;
     size_t ho = (tx->h + pt + pb - kh) / stride + 1, wo = (tx->w + pl + pr - kw) / stride + 1;
     return finish(g, op, tx->n, (size_t)pw->shape[0], ho, wo);
+}
+
+int g_conv_stacked(df_graph *g, int x, const int *w, const int *b, int n, size_t stride, size_t pt, size_t pb,
+                   size_t pl, size_t pr) {
+    DF_CHECK(n >= 2 && n <= 3, "conv_stacked: %d convolutions (2 or 3)", n);
+    const df_param *p0 = param(g, w[0]);
+    for (int i = 1; i < n; i++) {
+        const df_param *pi = param(g, w[i]);
+        DF_CHECK(pi->ndim == p0->ndim && memcmp(pi->shape, p0->shape, sizeof(int64_t) * (size_t)p0->ndim) == 0,
+                 "conv_stacked: %s and %s differ in shape", p0->name, pi->name);
+        DF_CHECK((b[i] < 0) == (b[0] < 0), "conv_stacked: biases for some of the convolutions only");
+    }
+    int out = g_conv(g, x, w[0], b[0], stride, pt, pb, pl, pr);
+    df_op *op = &g->ops[g->nops - 1];
+    for (int i = 1; i < n; i++) op->w_more[i - 1] = w[i], op->b_more[i - 1] = b[i];
+    df_tensor *y = &g->t[out];
+    y->c *= (size_t)n;
+    y->numel *= (size_t)n;
+    return out;
 }
 
 int g_linear(df_graph *g, int x, int w, int b) {
@@ -185,6 +206,18 @@ int g_attention(df_graph *g, int q, int k, int v, size_t heads) {
     size_t T = tq.h * tq.w;
     if (g->train) op->aux = new_tensor(g, tq.n, heads, T, T, 1);
     return finish(g, op, tq.n, tq.c, tq.h, tq.w);
+}
+
+int g_attention_qkv(df_graph *g, int qkv, size_t heads) {
+    df_tensor t = g->t[qkv];
+    DF_CHECK(t.c % 3 == 0, "attention_qkv: %zu channels are not q, k and v", t.c);
+    size_t C = t.c / 3;
+    DF_CHECK(heads >= 1 && C % heads == 0, "attention: %zu channels, %zu heads", C, heads);
+    df_op *op = new_op(g, OP_ATTENTION, qkv, -1, -1);
+    op->heads = heads;
+    size_t T = t.h * t.w;
+    if (g->train) op->aux = new_tensor(g, t.n, heads, T, T, 1);
+    return finish(g, op, t.n, C, t.h, t.w);
 }
 
 int g_timestep_embed(df_graph *g, int t, size_t dim, int flip_sin_to_cos, float freq_shift) {
@@ -368,6 +401,13 @@ void df_graph_plan(df_graph *g) {
         g->arena_floats = plan_spans(s, g->nt, -1, g->nops);
         df_free(s);
     }
+    for (int i = 0; i < g->nops; i++) { /* stacked convolutions: weights and biases, then their gradients */
+        const df_op *op = &g->ops[i];
+        if (op->kind != OP_CONV2D || op->w_more[0] < 0) continue;
+        size_t n = op->w_more[1] >= 0 ? 3 : 2, need = 2 * n * (param(g, op->w)->numel + g->t[op->out].c / n);
+        if (need > g->stack_floats) g->stack_floats = need;
+    }
+    if (g->stack_floats) g->stack = df_malloc(g->stack_floats * sizeof(float));
     g->arena = df_calloc(g->arena_floats, sizeof(float));
     for (int i = 0; i < g->nt; i++) {
         df_tensor *t = &g->t[i];

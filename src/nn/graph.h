@@ -60,6 +60,8 @@ typedef struct {
     df_opkind kind;
     int in[3], out, aux; /* tensor ids, -1 for none */
     int w, b;            /* parameter ids, -1 for none */
+    int w_more[2], b_more[2]; /* conv: the weights and biases of up to two more convolutions of the same input
+                               * (g_conv_stacked), -1 for none */
     size_t stride, pad[4]; /* conv: top, bottom, left, right; transposed conv: four equal */
     size_t groups;       /* group norm */
     float eps;           /* group norm, batch norm */
@@ -84,6 +86,8 @@ typedef struct {
     float *arena;
     size_t arena_floats;
     float **packed;  /* inference graphs: each convolution's weights packed once (df_graph_pack_weights), or NULL */
+    float *stack;    /* a stacked convolution's weights and biases side by side, then their gradients */
+    size_t stack_floats;
     int packed_bf16; /* the precision they were packed for */
     uint64_t dropout_seed, dropout_step; /* the training loop sets these each step */
     double *op_seconds; /* when set (2 * nops): each op's forward [i] and backward [nops + i] time, summed */
@@ -97,6 +101,11 @@ int g_input(df_graph *g, size_t n, size_t c, size_t h, size_t w);
 /* Kernel size and channels come from the weight's shape (O, I, KH, KW), or (O, I) for a 1x1 projection. */
 int g_conv(df_graph *g, int x, int w, int b, size_t stride, size_t pt, size_t pb, size_t pl, size_t pr);
 int g_linear(df_graph *g, int x, int w, int b);
+/* n (2 or 3) convolutions of x with weights w[i] and biases b[i] (all -1 or none), all of one shape, as one:
+ * their outputs one after another along the channels (attention's to_q, to_k and to_v: one GEMM that reads x
+ * once and packs each of its column panels once for all three). */
+int g_conv_stacked(df_graph *g, int x, const int *w, const int *b, int n, size_t stride, size_t pt, size_t pb,
+                   size_t pl, size_t pr);
 int g_groupnorm(df_graph *g, int x, int gamma, int beta, size_t groups, float eps);
 /* silu(group norm(x)) as one op (the DDPM U-Net's norm1/norm2/conv_norm_out and their SiLU) */
 int g_groupnorm_silu(df_graph *g, int x, int gamma, int beta, size_t groups, float eps);
@@ -108,6 +117,8 @@ int g_add_channel(df_graph *g, int x, int v);
 int g_upsample2x(df_graph *g, int x);
 int g_concat(df_graph *g, int a, int b);
 int g_attention(df_graph *g, int q, int k, int v, size_t heads);
+/* The same over the three thirds of qkv's channels (a g_conv_stacked of to_q, to_k, to_v): in[1], in[2] -1. */
+int g_attention_qkv(df_graph *g, int qkv, size_t heads);
 int g_timestep_embed(df_graph *g, int t, size_t dim, int flip_sin_to_cos, float freq_shift);
 int g_dropout(df_graph *g, int x, float p);
 /* Batch norm (torch.nn.BatchNorm2d) with gamma, beta (parameter ids) and running mean and variance (ids in

@@ -10,7 +10,7 @@
 static conv2d_dims conv_dims(const df_graph *g, const df_op *op) {
     const df_tensor *x = &g->t[op->in[0]];
     const df_param *w = &g->params->p[op->w];
-    conv2d_dims d = {.B = x->n, .C_in = x->c, .H = x->h, .W = x->w, .C_out = (size_t)w->shape[0],
+    conv2d_dims d = {.B = x->n, .C_in = x->c, .H = x->h, .W = x->w, .C_out = g->t[op->out].c, /* all stacked */
                      .KH = w->ndim == 4 ? (size_t)w->shape[2] : 1, .KW = w->ndim == 4 ? (size_t)w->shape[3] : 1,
                      .stride = op->stride, .pad_t = op->pad[0], .pad_b = op->pad[1], .pad_l = op->pad[2],
                      .pad_r = op->pad[3]};
@@ -29,6 +29,43 @@ static float *bufdata(const df_graph *g, int i) { return df_param_data(g->buffer
 
 static const float *pdata(const df_graph *g, int i) { return i >= 0 ? df_param_data(g->params, i) : NULL; }
 static float *pgrad(const df_graph *g, int i) { return i >= 0 ? df_param_grad(g->params, i) : NULL; }
+
+/* A stacked convolution (g_conv_stacked): its parameters' ids, w first. Returns how many. */
+static int stack_ids(const df_op *op, int *w, int *b) {
+    int n = 1;
+    w[0] = op->w, b[0] = op->b;
+    for (int i = 0; i < 2 && op->w_more[i] >= 0; i++, n++) w[n] = op->w_more[i], b[n] = op->b_more[i];
+    return n;
+}
+
+/* Its weights one after another (as one convolution's with all the output channels) at g->stack, and its
+ * biases after them (*bias; NULL without); with grads, their gradients after those (*dw, *db; the current
+ * values, which backward adds to, then stack_put). */
+static const float *stack_get(df_graph *g, const df_op *op, const float **bias, float **dw, float **db) {
+    int w[3], b[3], n = stack_ids(op, w, b);
+    size_t nw = g->params->p[op->w].numel, nb = g->t[op->out].c / (size_t)n;
+    float *sw = g->stack, *sb = sw + n * nw, *gw = sb + n * nb, *gb = gw + n * nw;
+    for (int i = 0; i < n; i++) {
+        memcpy(sw + i * nw, pdata(g, w[i]), nw * sizeof(float));
+        if (b[i] >= 0) memcpy(sb + i * nb, pdata(g, b[i]), nb * sizeof(float));
+        if (dw && pgrad(g, w[i])) memcpy(gw + i * nw, pgrad(g, w[i]), nw * sizeof(float));
+        if (db && b[i] >= 0 && pgrad(g, b[i])) memcpy(gb + i * nb, pgrad(g, b[i]), nb * sizeof(float));
+    }
+    *bias = b[0] >= 0 ? sb : NULL;
+    if (dw) *dw = pgrad(g, w[0]) ? gw : NULL;
+    if (db) *db = b[0] >= 0 && pgrad(g, b[0]) ? gb : NULL;
+    return sw;
+}
+
+/* Back into the parameters' gradients: what backward added to stack_get's copies. */
+static void stack_put(df_graph *g, const df_op *op, const float *dw, const float *db) {
+    int w[3], b[3], n = stack_ids(op, w, b);
+    size_t nw = g->params->p[op->w].numel, nb = g->t[op->out].c / (size_t)n;
+    for (int i = 0; i < n; i++) {
+        if (dw) memcpy(pgrad(g, w[i]), dw + i * nw, nw * sizeof(float));
+        if (db) memcpy(pgrad(g, b[i]), db + i * nb, nb * sizeof(float));
+    }
+}
 
 static uint64_t dropout_stream(const df_graph *g, int op_index) {
     return df_stream(DF_STREAM_DROPOUT, (uint32_t)g->ops[op_index].seq, (uint32_t)g->dropout_step);
@@ -57,8 +94,9 @@ void df_graph_pack_weights(df_graph *g) {
         }
         if (op->kind != OP_CONV2D) continue;
         conv2d_dims d = conv_dims(g, op);
+        const float *bias, *w = op->w_more[0] >= 0 ? stack_get(g, op, &bias, NULL, NULL) : pdata(g, op->w);
         g->packed[i] = df_malloc(conv2d_weights_packed_size(&d) * sizeof(float));
-        conv2d_pack_weights(g->packed[i], pdata(g, op->w), &d);
+        conv2d_pack_weights(g->packed[i], w, &d);
     }
 }
 
@@ -92,17 +130,20 @@ void df_graph_forward(df_graph *g) {
         switch (op->kind) {
         case OP_CONV2D: {
             conv2d_dims d = conv_dims(g, op);
-            if (conv_add_fused(g, i, &d)) {
+            const float *w = pdata(g, op->w), *bias = pdata(g, op->b);
+            if (op->w_more[0] >= 0)
+                w = stack_get(g, op, &bias, NULL, NULL); /* stacked: the parameters side by side */
+            else if (conv_add_fused(g, i, &d)) {
                 if (g->op_seconds) g->op_seconds[i] += df_time() - t0;
                 i++; /* the add is done: its time is the convolution's */
                 continue;
             }
             if (g->packed && g->packed[i])
-                conv2d_forward_packed(y->data, a->data, g->packed[i], pdata(g, op->b), &d);
+                conv2d_forward_packed(y->data, a->data, g->packed[i], bias, &d);
             else if (!g->train && conv2d_winograd4_applies(&d)) /* the packed weights' bits (kernels.h) */
-                conv2d_forward_winograd4(y->data, a->data, pdata(g, op->w), pdata(g, op->b), &d);
+                conv2d_forward_winograd4(y->data, a->data, w, bias, &d);
             else
-                conv2d_forward(y->data, a->data, pdata(g, op->w), pdata(g, op->b), &d);
+                conv2d_forward(y->data, a->data, w, bias, &d);
         } break;
         case OP_LINEAR:
             if (g->packed && g->packed[i] && a->n <= 2)
@@ -128,8 +169,12 @@ void df_graph_forward(df_graph *g) {
         case OP_UPSAMPLE2X: upsample2x_forward(y->data, a->data, a->n, a->c, a->h, a->w); break;
         case OP_CONCAT: concat_forward(y->data, a->data, b->data, a->n, a->c, b->c, a->h * a->w); break;
         case OP_ATTENTION:
-            attention_forward(y->data, op->aux >= 0 ? g->t[op->aux].data : NULL, a->data, b->data,
-                              g->t[op->in[2]].data, a->n, a->c, a->h * a->w, op->heads);
+            if (!b) /* q, k and v as one tensor (g_attention_qkv) */
+                attention_forward_qkv(y->data, op->aux >= 0 ? g->t[op->aux].data : NULL, a->data, a->n, y->c,
+                                      a->h * a->w, op->heads);
+            else
+                attention_forward(y->data, op->aux >= 0 ? g->t[op->aux].data : NULL, a->data, b->data,
+                                  g->t[op->in[2]].data, a->n, a->c, a->h * a->w, op->heads);
             break;
         case OP_TIMESTEP_EMBED: timestep_embedding(y->data, a->data, a->n, y->c, op->flip, op->s, 10000.0f); break;
         case OP_DROPOUT:
@@ -203,6 +248,9 @@ void df_graph_backward(df_graph *g, const float *dout) {
     for (int i = g->nops - 1; i >= 0; i--) {
         double t0 = g->op_seconds ? df_time() : 0;
         const df_op *op = &g->ops[i];
+        int needed = op->w >= 0 || op->b >= 0; /* a gradient to make: a parameter's or an input's */
+        for (int k = 0; k < 3; k++) needed |= op->in[k] >= 0 && g->t[op->in[k]].has_grad;
+        if (!needed) continue; /* (as an op on a graph input: the kernels take no NULL gradient there) */
         /* a gradient this op is the first to accumulate into starts at zero, except a convolution's input
          * gradient: the convolution writes it whole (conv2d_backward_set) */
         int set = op->kind == OP_CONV2D && g->t[op->in[0]].has_grad && g->t[op->in[0]].last_use == i;
@@ -222,8 +270,11 @@ void df_graph_backward(df_graph *g, const float *dout) {
         switch (op->kind) {
         case OP_CONV2D: {
             conv2d_dims d = conv_dims(g, op);
-            (set ? conv2d_backward_set : conv2d_backward)(a->grad, pgrad(g, op->w), pgrad(g, op->b), dy, ad,
-                                                          pdata(g, op->w), &d);
+            const float *w = pdata(g, op->w), *bias;
+            float *dw = pgrad(g, op->w), *db = pgrad(g, op->b);
+            if (op->w_more[0] >= 0) w = stack_get(g, op, &bias, &dw, &db); /* stacked: gradients side by side */
+            (set ? conv2d_backward_set : conv2d_backward)(a->grad, dw, db, dy, ad, w, &d);
+            if (op->w_more[0] >= 0) stack_put(g, op, dw, db); /* and back */
         } break;
         case OP_LINEAR:
             linear_backward(a->grad, pgrad(g, op->w), pgrad(g, op->b), dy, ad, pdata(g, op->w), a->n,
@@ -247,6 +298,10 @@ void df_graph_backward(df_graph *g, const float *dout) {
         case OP_UPSAMPLE2X: upsample2x_backward(a->grad, dy, a->n, a->c, a->h, a->w); break;
         case OP_CONCAT: concat_backward(a->grad, b->grad, dy, a->n, a->c, b->c, a->h * a->w); break;
         case OP_ATTENTION: {
+            if (!b) {
+                attention_backward_qkv(a->grad, dy, ad, g->t[op->aux].data, a->n, y->c, a->h * a->w, op->heads);
+                break;
+            }
             const df_tensor *v = &g->t[op->in[2]];
             attention_backward(a->grad, b->grad, v->grad, dy, ad, bd, bdata(v), g->t[op->aux].data, a->n,
                                a->c, a->h * a->w, op->heads);
@@ -287,7 +342,7 @@ double df_graph_flops(const df_graph *g) {
             f += 2.0 * (double)y->numel * (double)(a->numel / a->n);
         } else if (op->kind == OP_ATTENTION) {
             double T = (double)(a->h * a->w);
-            f += 4.0 * (double)a->n * T * T * (double)a->c;
+            f += 4.0 * (double)a->n * T * T * (double)y->c; /* y's channels: a may be q, k and v as one */
         }
     }
     return f;

@@ -91,12 +91,14 @@ static int attention(builder *b, int x, const char *prefix, int ch, float scale)
     char n[DF_PARAM_NAME];
     const df_unet_config *c = &b->m->cfg;
 #define SUB(s) (snprintf(n, sizeof n, "%s.%s", prefix, s), n)
-    int h = groupnorm(b, x, SUB("group_norm"), ch, 0);
-    int q = linear(b, h, SUB("to_q"), ch, ch, 1);
-    int k = linear(b, h, SUB("to_k"), ch, ch, 1);
-    int v = linear(b, h, SUB("to_v"), ch, ch, 1);
-    int heads = c->attention_head_dim ? ch / c->attention_head_dim : 1;
-    int a = b->g ? g_attention(b->g, q, k, v, (size_t)heads) : -1;
+    int h = groupnorm(b, x, SUB("group_norm"), ch, 0), w[3], bias[3];
+    static const char *const proj[3] = {"to_q", "to_k", "to_v"};
+    for (int i = 0; i < 3; i++) { /* q, k and v in one convolution: h read and packed once (g_conv_stacked) */
+        w[i] = df_params_addf(&b->m->params, 2, ch, ch, 0, 0, "%s.%s.weight", prefix, proj[i]);
+        bias[i] = df_params_addf(&b->m->params, 1, ch, 0, 0, 0, "%s.%s.bias", prefix, proj[i]);
+    }
+    int heads = c->attention_head_dim ? ch / c->attention_head_dim : 1, a = -1;
+    if (b->g) a = g_attention_qkv(b->g, g_conv_stacked(b->g, h, w, bias, 3, 1, 0, 0, 0, 0), (size_t)heads);
     int o = linear(b, a, SUB("to_out.0"), ch, ch, 1);
 #undef SUB
     if (!b->g) return -1;
