@@ -164,30 +164,34 @@ void conv2d_im2col(float *col, const float *in, const conv2d_dims *d, size_t Ho,
     }
 }
 
+/* Channel c of conv2d_col2im_add. */
+static void col2im_channel(float *din, const float *col, const conv2d_dims *d, size_t Ho, size_t Wo, size_t c) {
+    for (size_t i = 0; i < d->KH; i++)
+        for (size_t j = 0; j < d->KW; j++) {
+            const float *src = col + ((c * d->KH + i) * d->KW + j) * Ho * Wo;
+            float *dst = din + c * d->H * d->W;
+            for (size_t y = 0; y < Ho; y++) {
+                ptrdiff_t iy = (ptrdiff_t)(y * d->stride + i) - (ptrdiff_t)d->pad_t;
+                if (iy < 0 || iy >= (ptrdiff_t)d->H) continue;
+                size_t x0, x1;
+                valid_range(&x0, &x1, j, d->pad_l, d->stride, d->W, Wo);
+                float *drow = dst + (size_t)iy * d->W + j - d->pad_l; /* drow[x * stride], x in [x0, x1) */
+                const float *srow = src + y * Wo;
+                if (d->stride == 1)
+                    for (size_t x = x0; x < x1; x++) drow[x] += srow[x];
+                else
+                    for (size_t x = x0; x < x1; x++) drow[x * d->stride] += srow[x];
+            }
+        }
+}
+
 /* The adjoint of im2col: din[c][y*s + i - pad_t][x*s + j - pad_l] += col[(c*KH + i)*KW + j][y*Wo + x].
  * Threads split the input channels, whose pixels are disjoint. */
 void conv2d_col2im_add(float *din, const float *col, const conv2d_dims *d, size_t Ho, size_t Wo) {
     /* din (C_in, H, W) += col2im(col (C_in*KH*KW, Ho*Wo)) */
     ptrdiff_t C = (ptrdiff_t)d->C_in;
-#pragma omp parallel for schedule(static) if (C * d->KH * d->KW * Ho * Wo > (1 << 16))
-    for (ptrdiff_t c = 0; c < C; c++)
-        for (size_t i = 0; i < d->KH; i++)
-            for (size_t j = 0; j < d->KW; j++) {
-                const float *src = col + (((size_t)c * d->KH + i) * d->KW + j) * Ho * Wo;
-                float *dst = din + (size_t)c * d->H * d->W;
-                for (size_t y = 0; y < Ho; y++) {
-                    ptrdiff_t iy = (ptrdiff_t)(y * d->stride + i) - (ptrdiff_t)d->pad_t;
-                    if (iy < 0 || iy >= (ptrdiff_t)d->H) continue;
-                    size_t x0, x1;
-                    valid_range(&x0, &x1, j, d->pad_l, d->stride, d->W, Wo);
-                    float *drow = dst + (size_t)iy * d->W + j - d->pad_l; /* drow[x * stride], x in [x0, x1) */
-                    const float *srow = src + y * Wo;
-                    if (d->stride == 1)
-                        for (size_t x = x0; x < x1; x++) drow[x] += srow[x];
-                    else
-                        for (size_t x = x0; x < x1; x++) drow[x * d->stride] += srow[x];
-                }
-            }
+    DF_PARALLEL_FOR_IF((size_t)C * d->KH * d->KW * Ho * Wo > (1 << 16), "omp parallel for schedule(static)",
+                       for (ptrdiff_t c = 0; c < C; c++) col2im_channel(din, col, d, Ho, Wo, (size_t)c););
 }
 
 /* A 1x1, stride-1, unpadded convolution: the image is its own column matrix. */
@@ -455,6 +459,17 @@ static void backward(float *din, int din_set, float *dweight, float *dbias, cons
         }
         dweight = NULL;
         if (!din) return;
+    }
+    if (!dweight && din && !omp_in_parallel() && omp_get_max_threads() > 1 && d->B >= (size_t)omp_get_max_threads()) {
+        /* Input gradients alone (stride 2): each thread takes whole images, its own dcol and col2im, where a
+         * parallel gemm and a parallel col2im per image opened two regions an image and moved dcol between the
+         * cores. The same values. */
+        ptrdiff_t B = (ptrdiff_t)d->B;
+#pragma omp parallel for schedule(dynamic, 1)
+        for (ptrdiff_t b = 0; b < B; b++)
+            backward_image(din + (size_t)b * in_sz, NULL, 0, dout + (size_t)b * out_sz, in + (size_t)b * in_sz, wtp, d,
+                           Ho, Wo);
+        return;
     }
     for (size_t b = 0; b < d->B; b++)
         backward_image(din ? din + b * in_sz : NULL, dweight, 0, dout + b * out_sz, in + b * in_sz, wtp, d, Ho, Wo);
