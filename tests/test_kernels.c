@@ -1227,6 +1227,64 @@ TEST(conv2d_winograd4_matches_ref) {
     }
 }
 
+/* The few-channel paths (conv_out; conv_in's weight gradient): 64->1 and 1->64 at 28x28, 16->3 with a 5x3
+ * kernel and asymmetric padding, 64->4 on rows of 200 (several blocks of 32 columns), against the definition
+ * (forward, input and weight gradients), the packed weights' bits, image 0 the same alone as in the batch, the
+ * same bits on one thread; with the AVX-512 rows where the CPU has them, then the portable ones. */
+TEST(conv2d_few_channels_matches_ref) {
+  for (int portable = 0; portable <= 1; portable++) {
+    conv2d_force_portable_packers(portable);
+    static const size_t cfg[][9] = {/* B, C_in, C_out, H, W, KH, KW, pad_t/pad_l, pad_b/pad_r */
+                                    {6, 64, 1, 28, 28, 3, 3, 1, 1},
+                                    {5, 1, 64, 28, 28, 3, 3, 1, 1},
+                                    {3, 16, 3, 9, 11, 5, 3, 2, 0},
+                                    {2, 64, 4, 3, 200, 3, 3, 1, 1}};
+    int threads = df_threads();
+    for (int c = 0; c < 4; c++) {
+        conv2d_dims d = {.B = cfg[c][0], .C_in = cfg[c][1], .C_out = cfg[c][2], .H = cfg[c][3], .W = cfg[c][4],
+                         .KH = cfg[c][5], .KW = cfg[c][6], .stride = 1, .pad_t = cfg[c][7], .pad_b = cfg[c][8],
+                         .pad_l = cfg[c][7], .pad_r = cfg[c][8]};
+        EXPECT(conv2d_few_channels(&d) == (d.C_out <= CONV_FEW) && conv2d_weight_grad_few_applies(&d),
+               "config %d: the wrong few-channel paths", c);
+        size_t Ho = conv2d_out_h(&d), Wo = conv2d_out_w(&d), ni = d.B * d.C_in * d.H * d.W;
+        size_t nw = d.C_out * d.C_in * d.KH * d.KW, no = d.B * d.C_out * Ho * Wo, img = d.C_out * Ho * Wo;
+        float *in = rnd(ni, 201 + c, -1, 1), *w = rnd(nw, 211 + c, -0.3f, 0.3f), *b = rnd(d.C_out, 221, -1, 1);
+        float *out = zeros(no), *ref = zeros(no), *packed = zeros(no), *one = zeros(no), *out1 = zeros(no);
+        float *wp = df_malloc(conv2d_weights_packed_size(&d) * sizeof(float));
+        conv2d_pack_weights(wp, w, &d);
+        conv2d_forward(out, in, w, b, &d);
+        conv2d_forward_ref(ref, in, w, b, &d);
+        conv2d_forward_packed(packed, in, wp, b, &d);
+        conv2d_dims d1 = d;
+        d1.B = 1;
+        conv2d_forward(one, in, w, b, &d1);
+        char name[160];
+        snprintf(name, sizeof name, "few channels (%s) %zu->%zu at %zux%zu, %zux%zu kernel: fwd vs ref",
+                 portable ? "portable" : "this CPU", d.C_in, d.C_out, d.H, d.W, d.KH, d.KW);
+        EXPECT_CLOSE(name, out, ref, no, 1e-5);
+        EXPECT_CLOSE("few channels: packed weights, same bits", packed, out, no, 0);
+        EXPECT_CLOSE("few channels: image 0 alone, same bits", one, out, img, 0);
+        float *dout = rnd(no, 231 + c, -1, 1), *din = rnd(ni, 241, -1, 1), *dw = rnd(nw, 251, -1, 1);
+        float *din_r = copy(din, ni), *dw_r = copy(dw, nw), *din1 = copy(din, ni), *dw1 = copy(dw, nw);
+        conv2d_backward(din, dw, NULL, dout, in, w, &d);
+        conv2d_backward_ref(din_r, dw_r, NULL, dout, in, w, &d);
+        EXPECT_CLOSE("few channels: din vs ref", din, din_r, ni, 1e-5);
+        EXPECT_CLOSE("few channels: dweight vs ref", dw, dw_r, nw, 1e-5);
+        df_set_threads(1);
+        conv2d_forward(out1, in, w, b, &d);
+        conv2d_backward(din1, dw1, NULL, dout, in, w, &d);
+        df_set_threads(threads);
+        EXPECT_CLOSE("few channels: forward on 1 thread, same bits", out1, out, no, 0);
+        EXPECT_CLOSE("few channels: din on 1 thread, same bits", din1, din, ni, 0);
+        EXPECT_CLOSE("few channels: dweight on 1 thread, same bits", dw1, dw, nw, 0);
+        df_free(in), df_free(w), df_free(b), df_free(out), df_free(ref), df_free(packed), df_free(one), df_free(out1);
+        df_free(wp), df_free(dout), df_free(din), df_free(dw), df_free(din_r), df_free(dw_r), df_free(din1);
+        df_free(dw1);
+    }
+  }
+  conv2d_force_portable_packers(0);
+}
+
 TEST(conv2d_winograd_matches_ref) {
     static const size_t cfg[][5] = {{1, 8, 8, 4, 4},     {2, 16, 24, 7, 7},   {3, 32, 8, 28, 28},
                                     {2, 9, 13, 5, 6},    {1, 64, 64, 14, 14}, {24, 16, 16, 14, 14},

@@ -14,9 +14,10 @@
 #include "base/base.h"
 #include "vmath.h"
 
+#include <string.h>
+
 #ifdef _OPENMP
 #include <omp.h>
-#include <string.h>
 #endif
 
 #define CONV_SLOT_DCOL 1
@@ -225,6 +226,7 @@ static void conv_forward_image(float *out, const float *in, const float *wpacked
 /* The weights as conv2d_forward_packed multiplies them: Winograd F(4x4, 3x3)'s or F(2x2, 3x3)'s transformed
  * matrices, or packed for the GEMM (with their BF16 copy in BF16 mode). */
 size_t conv2d_weights_packed_size(const conv2d_dims *d) {
+    if (conv2d_few_channels(d)) return d->C_out * d->C_in * d->KH * d->KW; /* as they are */
     if (conv2d_winograd4_applies(d)) return conv2d_winograd4_weights_size(d);
     if (conv2d_winograd_applies(d)) return conv2d_winograd_weights_size(d);
     return gemm_packed_a_size(d->C_out, d->C_in * d->KH * d->KW);
@@ -232,7 +234,9 @@ size_t conv2d_weights_packed_size(const conv2d_dims *d) {
 
 void conv2d_pack_weights(float *wp, const float *weight, const conv2d_dims *d) {
     size_t K = d->C_in * d->KH * d->KW;
-    if (conv2d_winograd4_applies(d))
+    if (conv2d_few_channels(d))
+        memcpy(wp, weight, d->C_out * K * sizeof(float));
+    else if (conv2d_winograd4_applies(d))
         conv2d_winograd4_pack_weights(wp, weight, d);
     else if (conv2d_winograd_applies(d))
         conv2d_winograd_pack_weights(wp, weight, d);
@@ -246,6 +250,10 @@ void conv2d_pack_weights(float *wp, const float *weight, const conv2d_dims *d) {
  * Either way every output is summed in the same order. Overwrites out. */
 void conv2d_forward_packed(float *out, const float *in, const float *wp, const float *bias, const conv2d_dims *d) {
     /* out (B, C_out, Ho, Wo) = conv(in (B, C_in, H, W), packed weights) + bias (C_out) */
+    if (conv2d_few_channels(d)) {
+        conv2d_forward_few(out, in, wp, bias, d);
+        return;
+    }
     if (conv2d_winograd_applies(d)) {
         conv2d_forward_packed_add(out, in, wp, bias, d, NULL, NULL);
         return;
@@ -284,6 +292,10 @@ void conv2d_forward_packed_add(float *out, const float *in, const float *wp, con
 /* conv2d_forward: same result as conv2d_forward_ref; the weights are packed (or transformed) for this call. */
 void conv2d_forward(float *out, const float *in, const float *weight, const float *bias, const conv2d_dims *d) {
     /* out (B, C_out, Ho, Wo) = conv(in (B, C_in, H, W), weight (C_out, C_in, KH, KW)) + bias (C_out) */
+    if (conv2d_few_channels(d)) {
+        conv2d_forward_few(out, in, weight, bias, d);
+        return;
+    }
     if (conv2d_winograd_applies(d) && !omp_in_parallel()) { /* F(2x2, 3x3), whose backward training has */
         conv2d_forward_winograd(out, in, weight, bias, d);
         return;
@@ -398,6 +410,10 @@ static void backward(float *din, int din_set, float *dweight, float *dbias, cons
         ptrdiff_t n = (ptrdiff_t)(d->B * in_sz);
         DF_PARALLEL_FOR_IF(n > (1 << 18), "omp parallel for simd schedule(static)",
                            for (ptrdiff_t k = 0; k < n; k++) din[k] = 0.0f;);
+    }
+    if (dweight && conv2d_weight_grad_few_applies(d)) { /* conv_in and conv_out: directly (conv2d_few.c) */
+        conv2d_weight_grad_few(dweight, dout, in, d);
+        dweight = NULL;
     }
     if (dweight && conv2d_winograd_applies(d)) { /* 3x3 on images of 14x14 and up: by Winograd */
         conv2d_weight_grad_winograd(dweight, dout, in, d);

@@ -16,4 +16,7 @@ typedef struct {
  * 1: B = col^T, for the weight gradient) for this CPU, as a gemm_pack_b_fn over a col_ctx. */
 gemm_pack_b_fn conv2d_col_packer(int transposed);
 
+/* Whether the convolutions' AVX-512 code runs: the CPU has it and conv2d_force_portable_packers(1) is not on. */
+int conv2d_use_avx512(void);
+
 #endif

@@ -262,6 +262,13 @@ __attribute__((target("avx512f"))) static void pack_colT_avx512(float *dst, size
 /* The packers for this CPU (and a switch for tests: force the portable ones). */
 static int col_portable = 0;
 void conv2d_force_portable_packers(int on) { col_portable = on; }
+int conv2d_use_avx512(void) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    return !col_portable && __builtin_cpu_supports("avx512f");
+#else
+    return 0;
+#endif
+}
 
 gemm_pack_b_fn conv2d_col_packer(int transposed) {
 #if defined(__x86_64__) && defined(__GNUC__)

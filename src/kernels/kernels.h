@@ -89,7 +89,8 @@ void conv2d_im2col(float *col, const float *in, const conv2d_dims *d, size_t Ho,
 void conv2d_col2im_add(float *din, const float *col, const conv2d_dims *d, size_t Ho, size_t Wo);
 /* Implicit GEMM: columns [j0, j0 + nc) and depth [p0, p0 + kc) of one image's column matrix (transposed: of its
  * transpose) packed straight into GEMM panels (gemm_pack_b_fn's layout), as the convolutions do; for tests. The
- * AVX-512 packers are used where the CPU has them, unless conv2d_force_portable_packers(1). */
+ * AVX-512 packers (and conv2d_few.c's AVX-512 rows) are used where the CPU has them, unless
+ * conv2d_force_portable_packers(1). */
 void conv2d_pack_col(float *dst, int transposed, const float *in, const conv2d_dims *d, size_t p0, size_t kc,
                      size_t j0, size_t nc);
 void conv2d_force_portable_packers(int on);
@@ -116,6 +117,16 @@ void conv2d_forward_ref(float *out, const float *in, const float *weight, const 
                         const conv2d_dims *d);
 void conv2d_backward_ref(float *din, float *dweight, float *dbias, const float *dout, const float *in,
                          const float *weight, const conv2d_dims *d);
+
+/* Stride-1 convolutions (not 1x1) with at most CONV_FEW output channels (a U-Net's conv_out) go directly, row
+ * by row (conv2d_few.c), in conv2d_forward and conv2d_forward_packed (whose "packed" weights are then a plain
+ * copy); conv2d_backward makes the weight gradient so (conv2d_weight_grad_few, +=) for those and for those
+ * with at most CONV_FEW input channels (conv_in). */
+#define CONV_FEW 4
+int conv2d_few_channels(const conv2d_dims *d);
+int conv2d_weight_grad_few_applies(const conv2d_dims *d);
+void conv2d_forward_few(float *out, const float *in, const float *weight, const float *bias, const conv2d_dims *d);
+void conv2d_weight_grad_few(float *dweight, const float *dout, const float *in, const conv2d_dims *d);
 
 /* Winograd F(2x2, 3x3) for 3x3, stride-1, padding-1 convolutions (at least 8 channels in and out, 4x4
  * images): 2.25x fewer multiplies, the same result to FP32 rounding. conv2d_winograd_shape: it can run;
