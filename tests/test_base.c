@@ -42,6 +42,41 @@ TEST(rng_uniform_vector_path_equals_scalar) {
     EXPECT(bad == 0, "%d elements differ", bad);
 }
 
+/* Dropout masks from the raw words and a threshold (df_rng_keep_bits, 64 elements a vector pass where the CPU has
+ * AVX-512, one block at a time for the rest) equal the uniform floats compared with p, bit for bit: p at 0, 1,
+ * either side of 1/2 and of the float steps near 1, lengths that leave partial words and pairs of words, and
+ * offsets across the counter's 2^32 block boundary. */
+TEST(rng_keep_bits_equal_float_compare) {
+    static const float ps[] = {0.0f, 1e-7f, 0.1f, 0.3f, 0.49999997f, 0.5f, 0.99999994f, 1.0f};
+    static const uint64_t offsets[] = {0, 32, 4096, 4 * 0xFFFFFFE0ull};
+    static const size_t ns[] = {1, 31, 32, 63, 64, 100, 1000, 1027};
+    float u[1027];
+    uint32_t keep[33];
+    int bad = 0;
+    for (size_t a = 0; a < sizeof ps / sizeof ps[0]; a++)
+        for (size_t o = 0; o < sizeof offsets / sizeof offsets[0]; o++)
+            for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
+                size_t n = ns[k];
+                memset(keep, 0xa5, sizeof keep);
+                df_rng_keep_bits(keep, n, ps[a], 99, 0x0d00000003ull, offsets[o]);
+                df_rng_uniform(u, n, 99, 0x0d00000003ull, offsets[o]);
+                for (size_t i = 0; i < (n + 31) / 32 * 32; i++) {
+                    int want = i < n && u[i] >= ps[a], got = (int)(keep[i / 32] >> (i % 32) & 1u);
+                    if (got != want && bad++ < 5)
+                        EXPECT(0, "p %.9g offset %llu n %zu element %zu: bit %d, want %d", (double)ps[a],
+                               (unsigned long long)offsets[o], n, i, got, want);
+                }
+            }
+    EXPECT(bad == 0, "%d mask bits differ", bad);
+    /* the threshold against every one of the 2^24 uniforms (x >> 8 + 1/2) / 2^24 rounded to float */
+    for (size_t a = 0; a < sizeof ps / sizeof ps[0]; a++) {
+        uint32_t t = df_rng_keep_threshold(ps[a]), wrong = 0;
+        for (uint32_t k = 0; k < (1u << 24); k++)
+            wrong += ((float)(((double)k + 0.5) * (1.0 / 16777216.0)) >= ps[a]) != (k >= t);
+        EXPECT(wrong == 0, "p %.9g: threshold %u wrong for %u of the 2^24 values", (double)ps[a], t, wrong);
+    }
+}
+
 TEST(rng_streams_are_pure_functions) {
     float a[37], b[20], c[37];
     df_rng_normal(a, 37, 42, 7, 0);

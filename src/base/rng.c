@@ -94,6 +94,89 @@ void df_rng_uniform(float *out, size_t n, uint64_t seed, uint64_t stream, uint64
     }
 }
 
+/* ---- dropout masks ---- */
+
+/* The smallest k (of 2^24) with (float)u01(x) >= p for x >> 8 = k, or 2^24 for none: u01 rounded to float does not
+ * decrease with x, so element x is kept exactly when x >> 8 >= the threshold. */
+uint32_t df_rng_keep_threshold(float p) {
+    uint32_t lo = 0, hi = 1u << 24; /* the answer is in [lo, hi] */
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if ((float)u01(mid << 8) >= p)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+/* The high 32 bits of each lane's 32 x 32-bit product with m. */
+__attribute__((target("avx512f"))) static inline __m512i mulhi_epu32(__m512i c, __m512i m) {
+    __m512i even = _mm512_mul_epu32(c, m), odd = _mm512_mul_epu32(_mm512_srli_epi64(c, 32), m);
+    return _mm512_mask_blend_epi32((__mmask16)0xaaaa, _mm512_srli_epi64(even, 32), odd);
+}
+
+/* Words [w, w + 2 nw) of the mask: blocks (offset / 4 + 16 q + lane) of 16 lanes at a time, Philox's rounds as in
+ * philox4x32_10, then each of the four words compared with the threshold, and their bits interleaved (element
+ * 4 lane + k is bit k of lane's nibble) by pdep. */
+__attribute__((target("avx512f,bmi2"))) static void keep_bits_avx512(uint32_t *keep, size_t pairs, uint32_t t,
+                                                                     uint64_t seed, uint64_t stream, uint64_t block) {
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i m0 = _mm512_set1_epi32((int)PHILOX_M0), m1 = _mm512_set1_epi32((int)PHILOX_M1);
+    const __m512i thr = _mm512_set1_epi32((int)t), one = _mm512_set1_epi32(1);
+    for (size_t q = 0; q < pairs; q++, block += 16) {
+        __m512i lo = _mm512_add_epi32(_mm512_set1_epi32((int)(uint32_t)block), iota);
+        __mmask16 carry = _mm512_cmplt_epu32_mask(lo, _mm512_set1_epi32((int)(uint32_t)block));
+        __m512i c0 = lo, c1 = _mm512_mask_add_epi32(_mm512_set1_epi32((int)(uint32_t)(block >> 32)), carry,
+                                                      _mm512_set1_epi32((int)(uint32_t)(block >> 32)), one);
+        __m512i c2 = _mm512_set1_epi32((int)(uint32_t)stream), c3 = _mm512_set1_epi32((int)(uint32_t)(stream >> 32));
+        uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+        for (int r = 0; r < 10; r++) {
+            __m512i hi0 = mulhi_epu32(c0, m0), lo0 = _mm512_mullo_epi32(c0, m0);
+            __m512i hi1 = mulhi_epu32(c2, m1), lo1 = _mm512_mullo_epi32(c2, m1);
+            c0 = _mm512_xor_si512(_mm512_xor_si512(hi1, c1), _mm512_set1_epi32((int)k0));
+            c2 = _mm512_xor_si512(_mm512_xor_si512(hi0, c3), _mm512_set1_epi32((int)k1));
+            c1 = lo1, c3 = lo0;
+            k0 += PHILOX_W0, k1 += PHILOX_W1;
+        }
+        uint64_t b0 = _mm512_cmpge_epu32_mask(_mm512_srli_epi32(c0, 8), thr);
+        uint64_t b1 = _mm512_cmpge_epu32_mask(_mm512_srli_epi32(c1, 8), thr);
+        uint64_t b2 = _mm512_cmpge_epu32_mask(_mm512_srli_epi32(c2, 8), thr);
+        uint64_t b3 = _mm512_cmpge_epu32_mask(_mm512_srli_epi32(c3, 8), thr);
+        uint64_t bits = _pdep_u64(b0, 0x1111111111111111ull) | _pdep_u64(b1, 0x2222222222222222ull) |
+                        _pdep_u64(b2, 0x4444444444444444ull) | _pdep_u64(b3, 0x8888888888888888ull);
+        keep[2 * q] = (uint32_t)bits, keep[2 * q + 1] = (uint32_t)(bits >> 32);
+    }
+}
+#endif
+
+void df_rng_keep_bits(uint32_t *keep, size_t n, float p, uint64_t seed, uint64_t stream, uint64_t offset) {
+    DF_CHECK(offset % 32 == 0, "df_rng_keep_bits: offset %llu is not a multiple of 32", (unsigned long long)offset);
+    uint32_t t = df_rng_keep_threshold(p);
+    size_t w = 0, words = (n + 31) / 32;
+#if defined(__x86_64__) && defined(__GNUC__)
+    static int avx512 = -1;
+    if (avx512 < 0) avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("bmi2");
+    if (avx512 && n >= 64) { /* whole pairs of words (64 elements, 16 blocks) */
+        size_t pairs = n / 64;
+        keep_bits_avx512(keep, pairs, t, seed, stream, offset / 4);
+        w = 2 * pairs;
+    }
+#endif
+    for (; w < words; w++) { /* one block (4 elements) at a time */
+        uint32_t bits = 0;
+        for (size_t e = 0; e < 32 && 32 * w + e < n; e += 4) {
+            uint32_t x[4];
+            block4(x, seed, stream, (offset + 32 * w + e) / 4);
+            for (size_t k = 0; k < 4 && 32 * w + e + k < n; k++) bits |= (uint32_t)(x[k] >> 8 >= t) << (e + k);
+        }
+        keep[w] = bits;
+    }
+}
+
 /* Element j of a stream: block j/4; lanes (0,1) and (2,3) each give a Box-Muller pair. */
 void df_rng_normal(float *out, size_t n, uint64_t seed, uint64_t stream, uint64_t offset) {
     size_t i = 0;

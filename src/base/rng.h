@@ -19,6 +19,13 @@ void df_rng_uniform(float *out, size_t n, uint64_t seed, uint64_t stream, uint64
 /* out[i] = standard normal (Box-Muller) for element (offset + i) of (seed, stream). */
 void df_rng_normal(float *out, size_t n, uint64_t seed, uint64_t stream, uint64_t offset);
 
+/* Bit i % 32 of keep[i / 32] = whether df_rng_uniform's element (offset + i) of (seed, stream) is >= p (a
+ * dropout mask: element kept), the same bits as comparing those floats, made from the raw words and a threshold
+ * instead; offset a multiple of 32, and the last word's unused bits 0. */
+void df_rng_keep_bits(uint32_t *keep, size_t n, float p, uint64_t seed, uint64_t stream, uint64_t offset);
+/* Its threshold: element x (a raw 32-bit word) is kept exactly when x >> 8 >= df_rng_keep_threshold(p). */
+uint32_t df_rng_keep_threshold(float p);
+
 /* One uniform in (0, 1) and one raw 64-bit value for element `index` of (seed, stream). */
 float df_rng_uniform1(uint64_t seed, uint64_t stream, uint64_t index);
 uint64_t df_rng_u64(uint64_t seed, uint64_t stream, uint64_t index);

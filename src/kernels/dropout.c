@@ -51,17 +51,11 @@ void dropout_backward(float *din, const float *dout, size_t n, float p, uint64_t
 void dropout_mask(uint32_t *keep, size_t n, float p, uint64_t seed, uint64_t stream) {
     /* keep (ceil(n / 32)) <- mask (n) */
     DF_CHECK(p >= 0 && p <= 1, "dropout: probability %g outside [0, 1]", (double)p);
-#pragma omp parallel for schedule(static) if (n > 4 * DROP_CHUNK)
-    for (size_t c0 = 0; c0 < n; c0 += DROP_CHUNK) {
-        float u[DROP_CHUNK];
-        size_t m = n - c0 < DROP_CHUNK ? n - c0 : DROP_CHUNK;
-        df_rng_uniform(u, m, seed, stream, c0);
-        for (size_t w = 0; w < (m + 31) / 32; w++) {
-            uint32_t bits = 0;
-            for (size_t b = 0; b < 32 && 32 * w + b < m; b++) bits |= (uint32_t)(u[32 * w + b] >= p) << b;
-            keep[c0 / 32 + w] = bits;
-        }
-    }
+    ptrdiff_t chunks = (ptrdiff_t)((n + DROP_CHUNK - 1) / DROP_CHUNK);
+    DF_PARALLEL_FOR_IF(n > 4 * DROP_CHUNK, "omp parallel for schedule(static)", for (ptrdiff_t c = 0; c < chunks; c++) {
+        size_t c0 = (size_t)c * DROP_CHUNK, m = n - c0 < DROP_CHUNK ? n - c0 : DROP_CHUNK;
+        df_rng_keep_bits(keep + c0 / 32, m, p, seed, stream, c0); /* uniform >= p, from the raw words */
+    });
 }
 
 /* One word's 32 elements (m <= 32 of them): out[b] = bit b ? in[b] * scale : 0, or din[b] += dout[b] * scale. */
