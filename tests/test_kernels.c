@@ -789,6 +789,42 @@ TEST(elementwise_forward_and_finite_differences) {
     df_free(a), df_free(b), df_free(want);
 }
 
+/* add_backward_set and add_channel_backward_set: a gradient that is set comes out as accumulating into zeros
+ * would leave it, whatever it held (NaN here), in each combination, with x + x (one tensor twice) too. */
+TEST(add_backward_set_overwrites) {
+    size_t B = 3, C = 5, HW = 7000, n = B * C * HW; /* past EW_PAR_MIN: over threads */
+    float *g = rnd(n, 301, -1, 1), *start = rnd(n, 302, -1, 1);
+    for (int set_a = 0; set_a <= 1; set_a++)
+        for (int set_b = 0; set_b <= 1; set_b++) {
+            float *da = copy(start, n), *db = copy(start, n), *wa = copy(start, n), *wb = copy(start, n);
+            if (set_a) memset(wa, 0, n * sizeof(float));
+            if (set_b) memset(wb, 0, n * sizeof(float));
+            for (size_t i = 0; i < n; i++) {
+                if (set_a) da[i] = NAN;
+                if (set_b) db[i] = NAN;
+            }
+            add_backward(wa, wb, g, n);
+            add_backward_set(da, set_a, db, set_b, g, n);
+            char name[96];
+            snprintf(name, sizeof name, "add_backward_set (%d, %d), da", set_a, set_b);
+            EXPECT_CLOSE(name, da, wa, n, 0);
+            snprintf(name, sizeof name, "add_backward_set (%d, %d), db", set_a, set_b);
+            EXPECT_CLOSE(name, db, wb, n, 0);
+            df_free(da), df_free(db), df_free(wa), df_free(wb);
+        }
+    float *dx = zeros(n), *want = zeros(n); /* x + x, its gradient set by the first input: 2 g */
+    for (size_t i = 0; i < n; i++) dx[i] = NAN, want[i] = g[i] + g[i];
+    add_backward_set(dx, 1, dx, 0, g, n);
+    EXPECT_CLOSE("add_backward_set, x + x", dx, want, n, 0);
+    float *dm = zeros(n), *dv = rnd(B * C, 303, -1, 1), *wm = zeros(n), *wv = copy(dv, B * C);
+    for (size_t i = 0; i < n; i++) dm[i] = NAN;
+    add_channel_backward(wm, wv, g, B, C, HW);
+    add_channel_backward_set(dm, 1, dv, g, B, C, HW);
+    EXPECT_CLOSE("add_channel_backward_set, the map", dm, wm, n, 0);
+    EXPECT_CLOSE("add_channel_backward_set, the vector", dv, wv, B * C, 0);
+    df_free(g), df_free(start), df_free(dx), df_free(want), df_free(dm), df_free(dv), df_free(wm), df_free(wv);
+}
+
 /* ---- timestep embedding ---- */
 
 static const float emb_t[] = {0, 1, 17, 250.5f, 999};

@@ -20,15 +20,39 @@ void add_forward(float *out, const float *a, const float *b, size_t n) {
 }
 
 /* add_backward: da += dout, db += dout (either may be NULL). */
-void add_backward(float *da, float *db, const float *dout, size_t n) {
-    /* da (n), db (n) += dout (n) */
-    if (da) {
+void add_backward(float *da, float *db, const float *dout, size_t n) { add_backward_set(da, 0, db, 0, dout, n); }
+
+/* add_backward_set: one pass over dout for both gradients. da may be db (x + x): then set_b must be 0, and
+ * each element gets da = (or +=) g, then db += g, in that order. */
+void add_backward_set(float *da, int set_a, float *db, int set_b, const float *dout, size_t n) {
+    /* da (n), db (n) = or += dout (n) */
+    DF_CHECK(!(da && da == db && set_b), "add_backward_set: the second gradient is the first's and is set");
+    float sa = da && !set_a ? 1.0f : 0.0f, sb = db && !set_b ? 1.0f : 0.0f; /* keep: 1, overwrite: 0 */
+    if (da && db) {
+        if (sa == 0.0f && sb == 0.0f) {
 #pragma omp parallel for simd schedule(static) if (n > EW_PAR_MIN)
-        for (size_t i = 0; i < n; i++) da[i] += dout[i];
+            for (size_t i = 0; i < n; i++) da[i] = dout[i], db[i] = dout[i];
+        } else if (sa == 0.0f) {
+#pragma omp parallel for simd schedule(static) if (n > EW_PAR_MIN)
+            for (size_t i = 0; i < n; i++) da[i] = dout[i], db[i] += dout[i];
+        } else if (sb == 0.0f) {
+#pragma omp parallel for simd schedule(static) if (n > EW_PAR_MIN)
+            for (size_t i = 0; i < n; i++) da[i] += dout[i], db[i] = dout[i];
+        } else {
+#pragma omp parallel for simd schedule(static) if (n > EW_PAR_MIN)
+            for (size_t i = 0; i < n; i++) da[i] += dout[i], db[i] += dout[i];
+        }
+        return;
     }
-    if (db) {
+    float *d = da ? da : db;
+    int set = da ? set_a : set_b;
+    if (!d) return;
+    if (set) {
 #pragma omp parallel for simd schedule(static) if (n > EW_PAR_MIN)
-        for (size_t i = 0; i < n; i++) db[i] += dout[i];
+        for (size_t i = 0; i < n; i++) d[i] = dout[i];
+    } else {
+#pragma omp parallel for simd schedule(static) if (n > EW_PAR_MIN)
+        for (size_t i = 0; i < n; i++) d[i] += dout[i];
     }
 }
 
@@ -60,12 +84,18 @@ void add_channel_forward(float *out, const float *in, const float *bias, size_t 
 
 /* add_channel_backward: din += dout; dbias[b,c] += sum over p of dout[b,c,p] (df_sum16). */
 void add_channel_backward(float *din, float *dbias, const float *dout, size_t B, size_t C, size_t HW) {
-    /* din (B, C, HW) += dout; dbias (B, C) += sum_HW dout */
+    add_channel_backward_set(din, 0, dbias, dout, B, C, HW);
+}
+
+void add_channel_backward_set(float *din, int set, float *dbias, const float *dout, size_t B, size_t C, size_t HW) {
+    /* din (B, C, HW) = or += dout; dbias (B, C) += sum_HW dout */
     size_t planes = B * C;
 #pragma omp parallel for schedule(static) if (planes * HW > EW_PAR_MIN)
     for (size_t bc = 0; bc < planes; bc++) {
         const float *g = dout + bc * HW;
-        if (din)
+        if (din && set)
+            memcpy(din + bc * HW, g, HW * sizeof(float));
+        else if (din)
             for (size_t p = 0; p < HW; p++) din[bc * HW + p] += g[p];
         if (dbias) dbias[bc] += df_sum16(g, HW);
     }

@@ -210,6 +210,9 @@ void relu_backward(float *din, const float *dout, const float *in, size_t n);
 /* out = a + b (out may alias a or b). Backward: da += dout, db += dout. */
 void add_forward(float *out, const float *a, const float *b, size_t n);
 void add_backward(float *da, float *db, const float *dout, size_t n);
+/* The same with da = dout where set_a, db = dout where set_b (the first gradients into tensors: no zeroing
+ * first), in one pass; da may be db only without set_b. */
+void add_backward_set(float *da, int set_a, float *db, int set_b, const float *dout, size_t n);
 /* out = in * s. Backward: din += s * dout. */
 void scale_forward(float *out, const float *in, float s, size_t n);
 void scale_backward(float *din, const float *dout, float s, size_t n);
@@ -217,6 +220,8 @@ void scale_backward(float *din, const float *dout, float s, size_t n);
  * Backward: din += dout; dbias[b, c] += sum over HW of dout. */
 void add_channel_forward(float *out, const float *in, const float *bias, size_t B, size_t C, size_t HW);
 void add_channel_backward(float *din, float *dbias, const float *dout, size_t B, size_t C, size_t HW);
+/* The same with din = dout where set (dbias still +=). */
+void add_channel_backward_set(float *din, int set, float *dbias, const float *dout, size_t B, size_t C, size_t HW);
 /* Nearest-neighbour 2x upsampling: in (B, C, H, W) -> out (B, C, 2H, 2W). */
 void upsample2x_forward(float *out, const float *in, size_t B, size_t C, size_t H, size_t W);
 void upsample2x_backward(float *din, const float *dout, size_t B, size_t C, size_t H, size_t W);

@@ -251,12 +251,19 @@ void df_graph_backward(df_graph *g, const float *dout) {
         int needed = op->w >= 0 || op->b >= 0; /* a gradient to make: a parameter's or an input's */
         for (int k = 0; k < 3; k++) needed |= op->in[k] >= 0 && g->t[op->in[k]].has_grad;
         if (!needed) continue; /* (as an op on a graph input: the kernels take no NULL gradient there) */
-        /* a gradient this op is the first to accumulate into starts at zero, except a convolution's input
-         * gradient: the convolution writes it whole (conv2d_backward_set) */
-        int set = op->kind == OP_CONV2D && g->t[op->in[0]].has_grad && g->t[op->in[0]].last_use == i;
+        /* a gradient this op is the first to accumulate into starts at zero, except where the op writes it
+         * whole (bit k of set for input k): a convolution's input gradient (conv2d_backward_set), an add's
+         * (add_backward_set; x + x only once) and add_channel's map */
+        int set = 0;
+        for (int k = 0; k < 2; k++) {
+            int first = op->in[k] >= 0 && g->t[op->in[k]].has_grad && g->t[op->in[k]].last_use == i;
+            int writes = k == 0 ? op->kind == OP_CONV2D || op->kind == OP_ADD || op->kind == OP_ADD_CHANNEL
+                                : op->kind == OP_ADD && op->in[1] != op->in[0];
+            if (first && writes) set |= 1 << k;
+        }
         for (int k = 0; k < 3; k++) {
             df_tensor *in = op->in[k] >= 0 ? &g->t[op->in[k]] : NULL;
-            if (in && in->has_grad && in->last_use == i && !(set && k == 0)) zero(in->grad, in->numel);
+            if (in && in->has_grad && in->last_use == i && !(set >> k & 1)) zero(in->grad, in->numel);
         }
         for (int k = 0; k < 3; k++) /* inputs recomputed for the first backward that reads them */
             if (op->in[k] >= 0 && g->t[op->in[k]].recompute && g->t[op->in[k]].rfirst == i &&
@@ -273,7 +280,7 @@ void df_graph_backward(df_graph *g, const float *dout) {
             const float *w = pdata(g, op->w), *bias;
             float *dw = pgrad(g, op->w), *db = pgrad(g, op->b);
             if (op->w_more[0] >= 0) w = stack_get(g, op, &bias, &dw, &db); /* stacked: gradients side by side */
-            (set ? conv2d_backward_set : conv2d_backward)(a->grad, dw, db, dy, ad, w, &d);
+            (set & 1 ? conv2d_backward_set : conv2d_backward)(a->grad, dw, db, dy, ad, w, &d);
             if (op->w_more[0] >= 0) stack_put(g, op, dw, db); /* and back */
         } break;
         case OP_LINEAR:
@@ -292,9 +299,9 @@ void df_graph_backward(df_graph *g, const float *dout) {
         } break;
         case OP_SILU: silu_backward(a->grad, dy, ad, a->numel); break;
         case OP_RELU: relu_backward(a->grad, dy, ad, a->numel); break;
-        case OP_ADD: add_backward(a->grad, b->grad, dy, a->numel); break;
+        case OP_ADD: add_backward_set(a->grad, set & 1, b->grad, set >> 1 & 1, dy, a->numel); break;
         case OP_SCALE: scale_backward(a->grad, dy, op->s, a->numel); break;
-        case OP_ADD_CHANNEL: add_channel_backward(a->grad, b->grad, dy, a->n, a->c, a->h * a->w); break;
+        case OP_ADD_CHANNEL: add_channel_backward_set(a->grad, set & 1, b->grad, dy, a->n, a->c, a->h * a->w); break;
         case OP_UPSAMPLE2X: upsample2x_backward(a->grad, dy, a->n, a->c, a->h, a->w); break;
         case OP_CONCAT: concat_backward(a->grad, b->grad, dy, a->n, a->c, b->c, a->h * a->w); break;
         case OP_ATTENTION: {
