@@ -1341,7 +1341,12 @@ TEST(conv2d_winograd_matches_ref) {
         char name[96];
         snprintf(name, sizeof name, "winograd B%zu %zu->%zu %zux%zu", d.B, d.C_in, d.C_out, d.H, d.W);
         EXPECT_CLOSE(name, got, want, no, 1e-5);
-        if (conv2d_winograd_applies(&d))
+        if (conv2d_winograd4_applies(&d)) { /* 28x28 and up: F(4x4, 3x3)'s bits */
+            float *got4 = df_malloc(no * 4);
+            conv2d_forward_winograd4(got4, in, w, c % 2 ? NULL : b, &d);
+            EXPECT(!memcmp(got4, got2, no * 4), "conv2d_forward must take the F(4x4, 3x3) path for %s", name);
+            df_free(got4);
+        } else if (conv2d_winograd_applies(&d))
             EXPECT(!memcmp(got, got2, no * 4), "conv2d_forward must take the Winograd path for %s", name);
         else
             EXPECT_CLOSE("conv2d_forward (direct path) vs reference", got2, want, no, 1e-5);

@@ -2,7 +2,8 @@
  * (finite differences through a small training graph); the network against its PyTorch twin
  * (tests/ref/simple_unet_twin.py, the report's module with the widths as parameters) at reduced width:
  * eval-mode output with the loaded running statistics, training-mode output, L1 loss, every parameter
- * gradient and the running statistics after the step, relative error <= 1e-4; the full preset's parameter
+ * gradient and the running statistics after the step, relative error <= 1e-4 (2e-4 for the gradients: see
+ * simple_unet_equals_pytorch); the full preset's parameter
  * count and state-dict names; and `diffuse train` (L1, flips) on PNGs, `diffuse sample` (DDPM and DDIM) and an
  * exact resume through the CLI. */
 #include <math.h>
@@ -235,9 +236,13 @@ TEST(simple_unet_equals_pytorch) {
         double worst = 0;
         const char *wn = "";
         char name[DF_PARAM_NAME + 8];
+        /* 2e-4 for the gradients: the worst, downs.0.bnorm2.bias, is a sum over the batch that cancels, and its
+         * error follows the forward's rounding. With F(4x4, 3x3) in training forwards (a few times F(2x2, 3x3)'s
+         * rounding) it went 3.6e-5 -> 8.2e-5 in the optimised build and 8.97e-5 -> 1.15e-4 under `make asan`
+         * (no FMA); every other gradient stays under 3e-5, and fmnist-s's under 1e-5 (test_unet.c). */
         for (size_t i = 0; i < ps->n; i++) {
             snprintf(name, sizeof name, "grad.%s", ps->p[i].name);
-            r = compare(&f, name, ps->grad + ps->p[i].offset, ps->p[i].numel, 1e-4, ps->p[i].ndim, ps->p[i].shape);
+            r = compare(&f, name, ps->grad + ps->p[i].offset, ps->p[i].numel, 2e-4, ps->p[i].ndim, ps->p[i].shape);
             if (!(r <= worst)) worst = r, wn = ps->p[i].name;
         }
         printf("    %zu parameter gradients: worst relative error %.2e (%s)\n", ps->n, worst, wn);

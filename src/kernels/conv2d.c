@@ -296,7 +296,11 @@ void conv2d_forward(float *out, const float *in, const float *weight, const floa
         conv2d_forward_few(out, in, weight, bias, d);
         return;
     }
-    if (conv2d_winograd_applies(d) && !omp_in_parallel()) { /* F(2x2, 3x3), whose backward training has */
+    if (conv2d_winograd4_applies(d) && !omp_in_parallel()) { /* 28x28 and up: F(4x4, 3x3) */
+        conv2d_forward_winograd4(out, in, weight, bias, d);
+        return;
+    }
+    if (conv2d_winograd_applies(d) && !omp_in_parallel()) { /* 14x14 and up: F(2x2, 3x3) */
         conv2d_forward_winograd(out, in, weight, bias, d);
         return;
     }

@@ -97,9 +97,7 @@ void conv2d_force_portable_packers(int on);
 /* out (B, C_out, H_out, W_out); in (B, C_in, H, W); weight (C_out, C_in, KH, KW); bias (C_out) or NULL. */
 void conv2d_forward(float *out, const float *in, const float *weight, const float *bias, const conv2d_dims *d);
 /* The same with the weights packed once (conv2d_pack_weights into conv2d_weights_packed_size floats) and reused
- * while they do not change (sampling): bit for bit conv2d_forward's result, for the same dims and precision,
- * except where conv2d_winograd4_applies: there Winograd F(4x4, 3x3) (conv2d_forward_winograd4's bits),
- * conv2d_forward's result to within its larger rounding. */
+ * while they do not change (sampling): bit for bit conv2d_forward's result, for the same dims and precision. */
 size_t conv2d_weights_packed_size(const conv2d_dims *d);
 void conv2d_pack_weights(float *wp, const float *weight, const conv2d_dims *d);
 void conv2d_forward_packed(float *out, const float *in, const float *wp, const float *bias, const conv2d_dims *d);
@@ -148,10 +146,10 @@ void conv2d_forward_winograd_packed(float *out, const float *in, const float *Up
 void conv2d_forward_winograd_packed_add(float *out, const float *in, const float *Up, const float *bias,
                                         const conv2d_dims *d, const float *chan, const float *res);
 /* Winograd F(4x4, 3x3) (winograd4.c): 36 multiplies per 4x4 tile and input channel, 1.78x fewer than F(2x2,
- * 3x3), with a few times its rounding error; the forward only. conv2d_winograd4_applies: inference graphs use it
- * (images of at least 28x28, not in BF16 mode), by conv2d_forward_winograd4 or on the weights packed by
- * conv2d_pack_weights; training graphs keep F(2x2, 3x3), whose backward they have. The rest of the API as
- * F(2x2, 3x3)'s above. */
+ * 3x3), with a few times its rounding error; a forward. conv2d_winograd4_applies: conv2d_forward uses it (images
+ * of at least 28x28, not in BF16 mode), and so do the weights packed by conv2d_pack_weights, training's forwards
+ * and the input gradient (the forward convolution of the rotated weights); the weight gradient stays F(2x2,
+ * 3x3)'s (conv2d_weight_grad_winograd). The rest of the API as F(2x2, 3x3)'s above. */
 int conv2d_winograd4_applies(const conv2d_dims *d);
 void conv2d_forward_winograd4(float *out, const float *in, const float *weight, const float *bias,
                               const conv2d_dims *d);

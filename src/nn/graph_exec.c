@@ -140,8 +140,6 @@ void df_graph_forward(df_graph *g) {
             }
             if (g->packed && g->packed[i])
                 conv2d_forward_packed(y->data, a->data, g->packed[i], bias, &d);
-            else if (!g->train && conv2d_winograd4_applies(&d)) /* the packed weights' bits (kernels.h) */
-                conv2d_forward_winograd4(y->data, a->data, w, bias, &d);
             else
                 conv2d_forward(y->data, a->data, w, bias, &d);
         } break;
