@@ -1,7 +1,8 @@
 /* winograd4.c: 3x3, stride-1, padding-1 convolution by Winograd's F(4x4, 3x3) (Lavin & Gray 2016, points 0,
  * 1, -1, 2, -2): 36 multiplies per 4x4 output tile and input channel instead of 144, against F(2x2, 3x3)'s 16
- * per 2x2 tile (winograd.c): 1.78x fewer than that. Inference graphs use it (sampling; the forward only);
- * training keeps F(2x2, 3x3), whose backward it has.
+ * per 2x2 tile (winograd.c): 1.78x fewer than that. conv2d_forward uses it at 28x28 and up: sampling, and in
+ * training the forward and the input gradient (the forward of the rotated weights); the weight gradient is
+ * F(2x2, 3x3)'s (winograd.c).
  *
  *   U = G g G^T      (weights: 3x3 -> 6x6)
  *   V = B^T d B      (the 6x6 input patch of a tile, overlapping its neighbours by 2)
