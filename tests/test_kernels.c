@@ -1153,6 +1153,82 @@ TEST(gemm_every_isa_matches_ref) {
     gemm_force_isa(orig);
 }
 
+/* gemm_prepacked_bias (the bias added as each block is stored) gives bitwise what filling C with the bias and
+ * accumulating gives, on every kernel this CPU runs, FP32 and BF16, 1 and all threads, on shapes that take the
+ * two-panel, one-panel and narrow edge kernels, two depth slices, and the few-tile splits by rows and columns. */
+TEST(gemm_prepacked_bias_same_bits_as_fill) {
+    static const char *isas[] = {"c", "avx2", "avx512", "amx"};
+    static const size_t shapes[][3] = {{384, 196, 128}, {128, 49, 1152}, {36, 300, 300}, {13, 17, 5}, {64, 52, 576}};
+    const char *orig = gemm_isa();
+    int threads = df_threads(), cases = 0;
+    for (int q = 0; q < 4; q++) {
+        if (gemm_force_isa(isas[q]) != 0) continue;
+        for (int bf16 = 0; bf16 <= 1; bf16++) {
+            gemm_set_bf16(bf16);
+            for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+                for (int pass = 0; pass < 2; pass++) {
+                    size_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+                    df_set_threads(pass ? threads : 1);
+                    float *A = rnd(M * K, 151 + s, -1, 1), *B = rnd(K * N, 152 + s, -1, 1);
+                    float *bias = rnd(M, 153 + s, -1, 1), *ap = df_malloc(gemm_packed_a_size(M, K) * 4);
+                    float *C = zeros(M * N), *F = zeros(M * N);
+                    gemm_pack_a(ap, 0, A, K, M, K, 0);
+                    gemm_plain_b_ctx b = {0, B, N};
+                    gemm_prepacked_bias(M, N, K, ap, gemm_plain_b, &b, bias, C, N);
+                    for (size_t i = 0; i < M; i++)
+                        for (size_t j = 0; j < N; j++) F[i * N + j] = bias[i];
+                    gemm_prepacked(M, N, K, 1.0f, ap, gemm_plain_b, &b, 1.0f, F, N);
+                    EXPECT(!memcmp(C, F, M * N * 4), "%s%s %zux%zux%zu on %d thread(s): bias added at the store differs from C filled with it",
+                           isas[q], bf16 ? " bf16" : "", M, N, K, pass ? threads : 1);
+                    cases++;
+                    df_free(A), df_free(B), df_free(bias), df_free(ap), df_free(C), df_free(F);
+                }
+        }
+        gemm_set_bf16(0);
+    }
+    df_set_threads(threads);
+    gemm_force_isa(orig);
+    printf("    %d cases (kernels x precisions x shapes x 1 and %d threads): bitwise equal\n", cases, threads);
+}
+
+/* A packer gemm does not know, so that it packs: gemm_plain_b's copy. */
+static void packing_plain_b(float *dst, size_t p0, size_t kc, size_t j0, size_t nc, const void *ctx) {
+    gemm_plain_b(dst, p0, kc, j0, nc, ctx);
+}
+
+/* A plain B of row stride up to 1024 is read in place by the AVX-512 kernels (not packed): bitwise what packing
+ * it gives, with beta 0 and 1 and a bias, on 1 and all threads, for shapes that take every kernel (two panels,
+ * one, a masked edge of 5-15 columns, the narrow 1-4), two depth slices, a stride of exactly 16 (one panel)
+ * and of 1024, and the few-tile splits by rows and by columns. */
+TEST(gemm_b_in_place_same_bits_as_packed) {
+    static const size_t shapes[][4] = {{128, 49, 300, 49}, {36, 52, 300, 60}, {64, 196, 128, 196}, {13, 17, 5, 17},
+                                       {12, 16, 256, 16},  {25, 9, 513, 9},   {130, 70, 600, 1024}, {384, 1, 64, 1}};
+    int threads = df_threads(), cases = 0;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int mode = 0; mode < 3; mode++) /* beta 0, beta 1, bias */
+            for (int pass = 0; pass < 2; pass++) {
+                size_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2], ldb = shapes[s][3];
+                df_set_threads(pass ? threads : 1);
+                float *A = rnd(M * K, 161 + s, -1, 1), *B = rnd(K * ldb, 162 + s, -1, 1), *bias = rnd(M, 163, -1, 1);
+                float *C = rnd(M * N, 164 + s, -1, 1), *P = copy(C, M * N), *ap = df_malloc(gemm_packed_a_size(M, K) * 4);
+                gemm_pack_a(ap, 0, A, K, M, K, 0);
+                gemm_plain_b_ctx b = {0, B, ldb};
+                if (mode == 2) {
+                    gemm_prepacked_bias(M, N, K, ap, gemm_plain_b, &b, bias, C, N);
+                    gemm_prepacked_bias(M, N, K, ap, packing_plain_b, &b, bias, P, N);
+                } else {
+                    gemm_prepacked(M, N, K, 1.0f, ap, gemm_plain_b, &b, (float)mode, C, N);
+                    gemm_prepacked(M, N, K, 1.0f, ap, packing_plain_b, &b, (float)mode, P, N);
+                }
+                EXPECT(!memcmp(C, P, M * N * 4), "%zux%zux%zu (B's stride %zu) %s on %d thread(s): B in place differs from packed",
+                       M, N, K, ldb, mode == 2 ? "bias" : mode ? "beta 1" : "beta 0", pass ? threads : 1);
+                cases++;
+                df_free(A), df_free(B), df_free(bias), df_free(C), df_free(P), df_free(ap);
+            }
+    df_set_threads(threads);
+    printf("    %d cases (%s kernels): bitwise equal\n", cases, gemm_isa());
+}
+
 #include "../src/kernels/vmath.h"
 
 /* The vectorisable exp used by SiLU against double-precision exp: within 2 ulp-equivalent (relative 2.4e-7)

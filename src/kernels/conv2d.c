@@ -208,19 +208,15 @@ static void conv_forward_image(float *out, const float *in, const float *wpacked
                                const conv2d_dims *d, size_t Ho, size_t Wo) {
     /* out (C_out, Ho*Wo) <- in (C_in, H, W) */
     size_t K = d->C_in * d->KH * d->KW, P = Ho * Wo;
-    float beta = 0;
-    if (bias) {
-        for (size_t o = 0; o < d->C_out; o++)
-            for (size_t p = 0; p < P; p++) out[o * P + p] = bias[o];
-        beta = 1;
-    }
-    if (conv_is_pointwise(d)) {
-        gemm_plain_b_ctx b = {0, in, P};
-        gemm_prepacked(d->C_out, P, K, 1.0f, wpacked, gemm_plain_b, &b, beta, out, P);
-    } else {
-        col_ctx cc = {in, d, Ho, Wo};
-        gemm_prepacked(d->C_out, P, K, 1.0f, wpacked, conv2d_col_packer(0), &cc, beta, out, P);
-    }
+    gemm_plain_b_ctx b = {0, in, P};
+    col_ctx cc = {in, d, Ho, Wo};
+    int pw = conv_is_pointwise(d);
+    if (bias) /* added as the blocks are stored: the bits of out filled with it and accumulated */
+        gemm_prepacked_bias(d->C_out, P, K, wpacked, pw ? gemm_plain_b : conv2d_col_packer(0), pw ? (void *)&b : &cc,
+                            bias, out, P);
+    else
+        gemm_prepacked(d->C_out, P, K, 1.0f, wpacked, pw ? gemm_plain_b : conv2d_col_packer(0), pw ? (void *)&b : &cc,
+                       0.0f, out, P);
 }
 
 /* The weights as conv2d_forward_packed multiplies them: Winograd F(4x4, 3x3)'s or F(2x2, 3x3)'s transformed

@@ -180,37 +180,39 @@ __attribute__((target("avx2,fma"))) static void kernel_avx2(size_t kc, const flo
 /* kernel_avx512 for a block with alpha 1, straight into C (row stride ldc; its first mr rows and nr columns):
  * C = a^T b, or C += a^T b when accumulate (the same sums as the kernel, then gemm_write_block's, in the same order). */
 __attribute__((target("avx512f"))) static void kernel_avx512_c(size_t kc, const float *restrict a,
-                                                               const float *restrict b, float *restrict C,
-                                                               size_t ldc, int accumulate, size_t mr, size_t nr) {
+                                                               const float *restrict b, size_t bs, float *restrict C,
+                                                               size_t ldc, int accumulate, const float *bias,
+                                                               size_t mr, size_t nr) {
     __m512 c[GEMM_MR];
 #pragma GCC unroll 12
     for (int i = 0; i < GEMM_MR; i++) c[i] = _mm512_setzero_ps();
+    __mmask16 cols = (__mmask16)(nr >= 16 ? 0xffffu : (1u << nr) - 1); /* B in place: not past its row */
     for (size_t k = 0; k < kc; k++) {
-        __m512 bk = _mm512_loadu_ps(b + k * GEMM_NR);
+        __m512 bk = _mm512_maskz_loadu_ps(cols, b + k * bs);
         const float *ak = a + k * GEMM_MR;
 #pragma GCC unroll 12
         for (int i = 0; i < GEMM_MR; i++) c[i] = _mm512_fmadd_ps(_mm512_set1_ps(ak[i]), bk, c[i]);
     }
-    store_rows(c, C, ldc, accumulate, mr, nr);
+    store_rows(c, C, ldc, accumulate, bias, mr, nr);
 }
 
 /* The micro-kernel contract (acc = a^T b, 12 x 16) by kernel_avx512_c into acc. */
 __attribute__((target("avx512f"))) static void kernel_avx512(size_t kc, const float *restrict a,
                                                              const float *restrict b, float *restrict acc) {
-    kernel_avx512_c(kc, a, b, acc, GEMM_NR, 0, GEMM_MR, GEMM_NR);
+    kernel_avx512_c(kc, a, b, GEMM_NR, acc, GEMM_NR, 0, NULL, GEMM_MR, GEMM_NR);
 }
 
 /* kernel_avx512_c over two adjacent B panels (32 columns) at once: 24 accumulators, each broadcast of a serves
  * two FMAs, so a step of k loads 14 values for 24 FMAs instead of 13 for 12. Same sums, same order. */
 __attribute__((target("avx512f"))) static void kernel_avx512_c2(size_t kc, const float *restrict a,
                                                                 const float *restrict b0, const float *restrict b1,
-                                                                float *restrict C, size_t ldc, int accumulate,
-                                                                size_t mr) {
+                                                                size_t bs, float *restrict C, size_t ldc, int accumulate,
+                                                                const float *bias, size_t mr) {
     __m512 c0[GEMM_MR], c1[GEMM_MR];
 #pragma GCC unroll 12
     for (int i = 0; i < GEMM_MR; i++) c0[i] = _mm512_setzero_ps(), c1[i] = _mm512_setzero_ps();
     for (size_t k = 0; k < kc; k++) {
-        __m512 x0 = _mm512_loadu_ps(b0 + k * GEMM_NR), x1 = _mm512_loadu_ps(b1 + k * GEMM_NR);
+        __m512 x0 = _mm512_loadu_ps(b0 + k * bs), x1 = _mm512_loadu_ps(b1 + k * bs);
         const float *ak = a + k * GEMM_MR;
 #pragma GCC unroll 12
         for (int i = 0; i < GEMM_MR; i++) {
@@ -219,7 +221,7 @@ __attribute__((target("avx512f"))) static void kernel_avx512_c2(size_t kc, const
             c1[i] = _mm512_fmadd_ps(ai, x1, c1[i]);
         }
     }
-    store_rows2(c0, c1, C, ldc, accumulate, mr);
+    store_rows2(c0, c1, C, ldc, accumulate, bias, mr);
 }
 
 /* kernel_avx512_c for a panel of at most 4 valid columns (the edge of N = 49 or 196), G row panels at once:
@@ -228,8 +230,8 @@ __attribute__((target("avx512f"))) static void kernel_avx512_c2(size_t kc, const
  * latency. Each C element gets fma(a, b, acc) over k in kernel_avx512_c's order: the same bits. */
 #define GEMM_NR_NARROW 4
 __attribute__((target("avx512f"), always_inline)) static inline void
-narrow_panels(size_t kc, const float *restrict a, size_t astride, const float *restrict b, float *restrict C,
-              size_t ldc, int accumulate, size_t mr, const int NRN, const int G) {
+narrow_panels(size_t kc, const float *restrict a, size_t astride, const float *restrict b, size_t bs, float *restrict C,
+              size_t ldc, int accumulate, const float *bias, size_t mr, const int NRN, const int G) {
     /* C (mr rows in G panels, NRN columns) = or += a (G row panels, stride astride) b (its first NRN columns) */
     __m512 c[8][4];
 #pragma GCC unroll 8
@@ -240,7 +242,7 @@ narrow_panels(size_t kc, const float *restrict a, size_t astride, const float *r
     for (size_t k = 0; k < kc; k++) {
         __m512 bk[4];
 #pragma GCC unroll 4
-        for (int j = 0; j < NRN; j++) bk[j] = _mm512_set1_ps(b[k * GEMM_NR + (size_t)j]);
+        for (int j = 0; j < NRN; j++) bk[j] = _mm512_set1_ps(b[k * bs + (size_t)j]);
 #pragma GCC unroll 8
         for (int p = 0; p < G; p++) {
             __m512 ak = _mm512_maskz_loadu_ps(rows, a + (size_t)p * astride + k * GEMM_MR);
@@ -254,7 +256,7 @@ narrow_panels(size_t kc, const float *restrict a, size_t astride, const float *r
             _mm512_storeu_ps(v, c[p][j]);
             for (size_t i = 0; i < GEMM_MR && (size_t)p * GEMM_MR + i < mr; i++) {
                 float *y = C + ((size_t)p * GEMM_MR + i) * ldc + j;
-                *y = accumulate ? *y + v[i] : v[i];
+                *y = accumulate ? *y + v[i] : bias ? bias[(size_t)p * GEMM_MR + i] + v[i] : v[i];
             }
         }
 }
@@ -262,16 +264,17 @@ narrow_panels(size_t kc, const float *restrict a, size_t astride, const float *r
 /* The first mr rows of a block's narrow edge panel (nr <= GEMM_NR_NARROW): 8 row panels at a time (6 for 4
  * columns: at most 24 accumulators), then the rest. */
 __attribute__((target("avx512f"))) static void kernel_avx512_narrow(size_t kc, const float *restrict a,
-                                                                    size_t astride, const float *restrict b,
+                                                                    size_t astride, const float *restrict b, size_t bs,
                                                                     float *restrict C, size_t ldc, int accumulate,
-                                                                    size_t mr, size_t nr) {
+                                                                    const float *bias, size_t mr, size_t nr) {
     size_t np = (mr + GEMM_MR - 1) / GEMM_MR, G = nr > 3 ? 6 : 8;
     for (size_t p = 0; p < np; p += G) {
         size_t g = np - p < G ? np - p : G, m = mr - p * GEMM_MR;
         const float *ap = a + p * astride;
         float *cp = C + p * GEMM_MR * ldc;
+        const float *bp = bias ? bias + p * GEMM_MR : NULL;
 #define NARROW_G(NRN, GG) \
-    case GG: narrow_panels(kc, ap, astride, b, cp, ldc, accumulate, m, NRN, GG); break;
+    case GG: narrow_panels(kc, ap, astride, b, bs, cp, ldc, accumulate, bp, m, NRN, GG); break;
 #define NARROW_NR(NRN)                                                                                           \
     case NRN:                                                                                                    \
         switch (g) { NARROW_G(NRN, 1) NARROW_G(NRN, 2) NARROW_G(NRN, 3) NARROW_G(NRN, 4) NARROW_G(NRN, 5)       \
@@ -448,9 +451,23 @@ static void pack_plain_b(float *dst, size_t p0, size_t kc, size_t j0, size_t nc,
 
 /* One depth slice [p0, p0 + kc) of the mc x nc block of C at row i0: C = alpha * A B + b_eff * C over
  * micro-kernel blocks, from b, the packed B slice (panel stride 16 kc), or in BF16 mode its pairs b16
- * (gemm_bf16.c). */
+ * (gemm_bf16.c). With bias (the block's rows', b_eff 0): C = alpha * A B + bias per row, which the AVX-512
+ * kernels add as they store and the others as C filled with it and b_eff 1: the same bits either way. bs: the
+ * row stride of b, GEMM_NR for packed panels (panel c / 16 at b + c kc), else B in place (b_in_place: column c
+ * at b + c; a stride of 16 then means N <= 16, one panel, at b either way). */
 static void block(size_t mc, size_t nc, size_t kc, const packed_a *A, size_t i0, size_t p0, const float *b,
-                  const uint32_t *b16, float alpha, float b_eff, float *C, size_t ldc) {
+                  size_t bs, const uint32_t *b16, float alpha, float b_eff, const float *bias, float *C,
+                  size_t ldc) {
+    size_t cstep = bs == GEMM_NR ? kc : 1; /* b + c * cstep: column c's panel */
+    int direct = 0; /* the AVX-512 kernels store into C */
+#if defined(__x86_64__) && defined(__GNUC__)
+    direct = micro == kernel_avx512 && alpha == 1;
+#endif
+    if (bias && (b16 || !direct)) {
+        for (size_t i = 0; i < mc; i++)
+            for (size_t j = 0; j < nc; j++) C[i * ldc + j] = bias[i];
+        bias = NULL, b_eff = 1;
+    }
     if (b16) {
         bf16_block(mc, nc, kc, A, i0, p0, b16, alpha, b_eff, C, ldc);
         return;
@@ -466,8 +483,9 @@ static void block(size_t mc, size_t nc, size_t kc, const packed_a *A, size_t i0,
                     for (size_t q = 0; q < kc * GEMM_MR * sizeof(float); q += 64)
                         __builtin_prefetch(next + q, 0, 3);
                 }
-                kernel_avx512_c2(kc, A->a + (i0 + r) * A->K + p0 * GEMM_MR, b + c * kc, b + (c + GEMM_NR) * kc,
-                                 C + r * ldc + c, ldc, b_eff == 1, mc - r < GEMM_MR ? mc - r : GEMM_MR);
+                kernel_avx512_c2(kc, A->a + (i0 + r) * A->K + p0 * GEMM_MR, b + c * cstep,
+                                 b + (c + GEMM_NR) * cstep, bs, C + r * ldc + c, ldc, b_eff == 1, bias ? bias + r : NULL,
+                                 mc - r < GEMM_MR ? mc - r : GEMM_MR);
             }
             c += GEMM_NR;
             continue;
@@ -475,8 +493,8 @@ static void block(size_t mc, size_t nc, size_t kc, const packed_a *A, size_t i0,
 #endif
 #if defined(__x86_64__) && defined(__GNUC__)
         if (micro == kernel_avx512 && alpha == 1 && (b_eff == 0 || b_eff == 1) && nr <= GEMM_NR_NARROW) {
-            kernel_avx512_narrow(kc, A->a + i0 * A->K + p0 * GEMM_MR, GEMM_MR * A->K, b + c * kc, C + c, ldc,
-                                 b_eff == 1, mc, nr);
+            kernel_avx512_narrow(kc, A->a + i0 * A->K + p0 * GEMM_MR, GEMM_MR * A->K, b + c * cstep, bs, C + c, ldc,
+                                 b_eff == 1, bias, mc, nr);
             continue;
         }
 #endif
@@ -484,8 +502,8 @@ static void block(size_t mc, size_t nc, size_t kc, const packed_a *A, size_t i0,
             size_t mr = mc - r < GEMM_MR ? mc - r : GEMM_MR;
 #if defined(__x86_64__) && defined(__GNUC__)
             if (micro == kernel_avx512 && alpha == 1 && (b_eff == 0 || b_eff == 1)) {
-                kernel_avx512_c(kc, A->a + (i0 + r) * A->K + p0 * GEMM_MR, b + c * kc, C + r * ldc + c, ldc,
-                                b_eff == 1, mr, nr);
+                kernel_avx512_c(kc, A->a + (i0 + r) * A->K + p0 * GEMM_MR, b + c * cstep, bs, C + r * ldc + c, ldc,
+                                b_eff == 1, bias ? bias + r : NULL, mr, nr);
                 continue;
             }
 #endif
@@ -503,36 +521,65 @@ static const uint32_t *pack_slice(float *bp, const packed_a *A, size_t p0, size_
     return A->a16 ? bf16_pack_slice(bp, A, kc, nc) : NULL;
 }
 
+#ifndef B_IN_PLACE_MAX_LD
+#define B_IN_PLACE_MAX_LD 1024
+#endif
+
+/* B that the AVX-512 kernels read in place instead of packing it (its row stride, 0 where they do not): a plain
+ * B, not transposed, of few columns, in FP32 with alpha 1 and beta 0 or 1 (every block then goes to those
+ * kernels). Packing copies the slice once for every row block that reads it, which pays where many rows do and
+ * the copy is small beside the products; with few columns and rows, as in Winograd's position GEMMs at batch
+ * 1 (64 x 49 by 64 per position), the copy was a tenth of the time. Same products in the same order: the same
+ * bits. */
+static size_t b_in_place(const packed_a *A, gemm_pack_b_fn packb, const void *pctx, float alpha, float beta) {
+#if defined(__x86_64__) && defined(__GNUC__)
+    if ((packb == gemm_plain_b || packb == pack_plain_b) && micro == kernel_avx512 && !A->a16 && alpha == 1 &&
+        (beta == 0 || beta == 1)) {
+        const plain_b *pb = pctx;
+        if (!pb->transB && pb->ldb <= B_IN_PLACE_MAX_LD) return pb->ldb;
+    }
+#else
+    (void)A, (void)packb, (void)pctx, (void)alpha, (void)beta;
+#endif
+    return 0;
+}
+
 static void gemm_tile(size_t M, size_t N, const packed_a *A, float alpha, gemm_pack_b_fn packb, const void *pctx,
-                      float beta, float *C, size_t ldc, size_t i0, size_t j0) {
+                      float beta, const float *bias, float *C, size_t ldc, size_t i0, size_t j0) {
     /* C[i0:i0+mc, j0:j0+nc] = alpha * op(A)[i0:i0+mc, :] op(B)[:, j0:j0+nc] + beta * C[...] */
     size_t mc = M - i0 < GEMM_MC ? M - i0 : GEMM_MC;
     size_t nc = N - j0 < GEMM_NC ? N - j0 : GEMM_NC;
-    float *bp = df_scratch(GEMM_SLOT_B, (size_t)GEMM_KC * GEMM_NC);
+    size_t ldb = b_in_place(A, packb, pctx, alpha, beta);
+    float *bp = ldb ? NULL : df_scratch(GEMM_SLOT_B, (size_t)GEMM_KC * GEMM_NC);
     for (size_t p0 = 0; p0 < A->K; p0 += GEMM_KC) {
         size_t kc = A->K - p0 < GEMM_KC ? A->K - p0 : GEMM_KC;
         float b_eff = p0 == 0 ? beta : 1.0f; /* later slices accumulate onto the first */
-        const uint32_t *b16 = pack_slice(bp, A, p0, kc, j0, nc, packb, pctx);
-        block(mc, nc, kc, A, i0, p0, bp, b16, alpha, b_eff, C + i0 * ldc + j0, ldc);
+        const uint32_t *b16 = ldb ? NULL : pack_slice(bp, A, p0, kc, j0, nc, packb, pctx);
+        const float *b = ldb ? ((const plain_b *)pctx)->B + p0 * ldb + j0 : bp;
+        block(mc, nc, kc, A, i0, p0, b, ldb ? ldb : GEMM_NR, b16, alpha, b_eff, p0 == 0 && bias ? bias + i0 : NULL,
+              C + i0 * ldc + j0, ldc);
     }
 }
 
 /* Rows [i0, i1) and columns [j0, j1) of C (i0 a multiple of MR, j0 of NR): column blocks of at most NC from j0,
  * each depth slice of B packed once and serving all of the range's MC-row blocks (gemm_tile packs it again
  * for each tile). Same arithmetic as gemm_tile: each C element gets the same micro-kernel sums. */
-static void gemm_range(const packed_a *A, float alpha, gemm_pack_b_fn packb, const void *pctx, float beta, float *C,
-                       size_t ldc, size_t i0, size_t i1, size_t j0, size_t j1) {
+static void gemm_range(const packed_a *A, float alpha, gemm_pack_b_fn packb, const void *pctx, float beta,
+                       const float *bias, float *C, size_t ldc, size_t i0, size_t i1, size_t j0, size_t j1) {
     /* C[i0:i1, j0:j1] = alpha * op(A)[i0:i1, :] op(B)[:, j0:j1] + beta * C[i0:i1, j0:j1] */
-    float *bp = df_scratch(GEMM_SLOT_B, (size_t)GEMM_KC * GEMM_NC);
+    size_t ldb = b_in_place(A, packb, pctx, alpha, beta);
+    float *bp = ldb ? NULL : df_scratch(GEMM_SLOT_B, (size_t)GEMM_KC * GEMM_NC);
     for (size_t j = j0; j < j1; j += GEMM_NC) {
         size_t nc = j1 - j < GEMM_NC ? j1 - j : GEMM_NC;
         for (size_t p0 = 0; p0 < A->K; p0 += GEMM_KC) {
             size_t kc = A->K - p0 < GEMM_KC ? A->K - p0 : GEMM_KC;
             float b_eff = p0 == 0 ? beta : 1.0f; /* later slices accumulate onto the first */
-            const uint32_t *b16 = pack_slice(bp, A, p0, kc, j, nc, packb, pctx);
+            const uint32_t *b16 = ldb ? NULL : pack_slice(bp, A, p0, kc, j, nc, packb, pctx);
+            const float *b = ldb ? ((const plain_b *)pctx)->B + p0 * ldb + j : bp;
             for (size_t i = i0; i < i1; i += GEMM_MC) {
                 size_t mc = i1 - i < GEMM_MC ? i1 - i : GEMM_MC;
-                block(mc, nc, kc, A, i, p0, bp, b16, alpha, b_eff, C + i * ldc + j, ldc);
+                block(mc, nc, kc, A, i, p0, b, ldb ? ldb : GEMM_NR, b16, alpha, b_eff,
+                      p0 == 0 && bias ? bias + i : NULL, C + i * ldc + j, ldc);
             }
         }
     }
@@ -595,10 +642,16 @@ void gemm_pack_a(float *ap, int transA, const float *A, size_t lda, size_t M, si
     gemm_pack_a_bf16(ap, M, K);
 }
 
-void gemm_prepacked(size_t M, size_t N, size_t K, float alpha, const float *ap, gemm_pack_b_fn packb,
-                    const void *pctx, float beta, float *C, size_t ldc) {
-    /* C (M, N) = alpha * A (packed by gemm_pack_a) B + beta * C */
+/* gemm_prepacked, or with bias (beta 0): C = alpha * A B + bias[i] on row i. */
+static void prepacked(size_t M, size_t N, size_t K, float alpha, const float *ap, gemm_pack_b_fn packb,
+                      const void *pctx, float beta, const float *bias, float *C, size_t ldc) {
+    /* C (M, N) = alpha * A (packed by gemm_pack_a) B + (beta * C or bias) */
     if (M == 0 || N == 0) return;
+    if (bias && K == 0) { /* no depth slice to add the bias on */
+        for (size_t i = 0; i < M; i++)
+            for (size_t j = 0; j < N; j++) C[i * ldc + j] = bias[i];
+        return;
+    }
     if (!micro) pick_kernel();
     packed_a A = {ap, NULL, K, bf16_slice_pairs(K, bf16_amx()), bf16_amx()};
     if (use_bf16) A.a16 = (const uint32_t *)(ap + fp32_panels_size(M, K));
@@ -624,9 +677,9 @@ void gemm_prepacked(size_t M, size_t N, size_t K, float alpha, const float *ap, 
             size_t t = (size_t)omp_get_thread_num(), n = by_rows ? mp : np, T = (size_t)threads;
             size_t u0 = n * t / T, u1 = n * (t + 1) / T;
             if (by_rows)
-                gemm_range(&A, alpha, packb, pctx, beta, C, ldc, u0 * ru, u1 * ru < M ? u1 * ru : M, 0, N);
+                gemm_range(&A, alpha, packb, pctx, beta, bias, C, ldc, u0 * ru, u1 * ru < M ? u1 * ru : M, 0, N);
             else
-                gemm_range(&A, alpha, packb, pctx, beta, C, ldc, 0, M, u0 * GEMM_NR,
+                gemm_range(&A, alpha, packb, pctx, beta, bias, C, ldc, 0, M, u0 * GEMM_NR,
                            u1 * GEMM_NR < N ? u1 * GEMM_NR : N);
         }
         return;
@@ -640,15 +693,27 @@ void gemm_prepacked(size_t M, size_t N, size_t K, float alpha, const float *ap, 
         DF_PARALLEL_FOR_IF(parallel, "omp parallel for schedule(dynamic, 1)",
                            for (ptrdiff_t j = 0; j < (ptrdiff_t)tn; j++) {
                                size_t j0 = (size_t)j * GEMM_NC;
-                               gemm_range(&A, alpha, packb, pctx, beta, C, ldc, 0, M, j0,
+                               gemm_range(&A, alpha, packb, pctx, beta, bias, C, ldc, 0, M, j0,
                                           N - j0 < GEMM_NC ? N : j0 + GEMM_NC);
                            });
         return;
     }
     DF_PARALLEL_FOR_IF(parallel, "omp parallel for schedule(dynamic, 1)",
-                       for (ptrdiff_t t = 0; t < tiles; t++) gemm_tile(M, N, &A, alpha, packb, pctx, beta, C, ldc,
-                                                                      (size_t)t / tn * GEMM_MC,
+                       for (ptrdiff_t t = 0; t < tiles; t++) gemm_tile(M, N, &A, alpha, packb, pctx, beta, bias, C,
+                                                                      ldc, (size_t)t / tn * GEMM_MC,
                                                                       (size_t)t % tn * GEMM_NC););
+}
+
+void gemm_prepacked(size_t M, size_t N, size_t K, float alpha, const float *ap, gemm_pack_b_fn packb,
+                    const void *pctx, float beta, float *C, size_t ldc) {
+    /* C (M, N) = alpha * A (packed by gemm_pack_a) B + beta * C */
+    prepacked(M, N, K, alpha, ap, packb, pctx, beta, NULL, C, ldc);
+}
+
+void gemm_prepacked_bias(size_t M, size_t N, size_t K, const float *ap, gemm_pack_b_fn packb, const void *pctx,
+                         const float *bias, float *C, size_t ldc) {
+    /* C (M, N) = A (packed by gemm_pack_a) B + bias (M) on every column */
+    prepacked(M, N, K, 1.0f, ap, packb, pctx, 0.0f, bias, C, ldc);
 }
 
 void gemm_plain_b(float *dst, size_t p0, size_t kc, size_t j0, size_t nc, const void *ctx) {

@@ -78,7 +78,7 @@ __attribute__((target("avx512f,avx512bf16"))) static void kernel_bf16_avx512_c(s
 #pragma GCC unroll 12
         for (int i = 0; i < GEMM_MR; i++) c[i] = _mm512_dpbf16_ps(c[i], (__m512bh)_mm512_set1_epi32((int)ak[i]), bk);
     }
-    store_rows(c, C, ldc, accumulate, mr, nr);
+    store_rows(c, C, ldc, accumulate, NULL, mr, nr);
 }
 
 /* The micro-kernel contract (acc = a^T b over pairs, 12 x 16) by kernel_bf16_avx512_c into acc. */
@@ -108,7 +108,7 @@ __attribute__((target("avx512f,avx512bf16"))) static void kernel_bf16_avx512_c2(
             c1[i] = _mm512_dpbf16_ps(c1[i], ai, x1);
         }
     }
-    store_rows2(c0, c1, C, ldc, accumulate, mr);
+    store_rows2(c0, c1, C, ldc, accumulate, NULL, mr);
 }
 #endif
 

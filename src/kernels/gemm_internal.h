@@ -39,31 +39,44 @@ void gemm_write_block(const float *restrict acc, float alpha, float beta, float 
 #include <immintrin.h>
 
 /* The first mr rows and nr columns of a 12 x 16 block of accumulators into C (row stride ldc): stored, or
- * added to what is there when accumulate (gemm_write_block's arithmetic for alpha 1, beta 0 or 1). */
+ * added to what is there when accumulate (gemm_write_block's arithmetic for alpha 1, beta 0 or 1), or else
+ * with bias[i] added to row i where bias is not NULL (the bits of C filled with the bias and accumulated). */
 __attribute__((target("avx512f"), always_inline)) static inline void store_rows(const __m512 c[GEMM_MR], float *C,
                                                                                 size_t ldc, int accumulate,
-                                                                                size_t mr, size_t nr) {
+                                                                                const float *bias, size_t mr,
+                                                                                size_t nr) {
     __mmask16 cols = (__mmask16)(nr >= 16 ? 0xffffu : (1u << nr) - 1);
 #pragma GCC unroll 12
     for (int i = 0; i < GEMM_MR; i++) {
         if ((size_t)i >= mr) break;
         float *row = C + i * ldc;
-        __m512 v = accumulate ? _mm512_add_ps(_mm512_maskz_loadu_ps(cols, row), c[i]) : c[i];
+        __m512 v = accumulate ? _mm512_add_ps(_mm512_maskz_loadu_ps(cols, row), c[i])
+                   : bias     ? _mm512_add_ps(_mm512_set1_ps(bias[i]), c[i])
+                              : c[i];
         _mm512_mask_storeu_ps(row, cols, v);
     }
 }
 
-/* Two adjacent 12 x 16 blocks of accumulators (32 columns) into the first mr rows of C, stored or added. */
+/* Two adjacent 12 x 16 blocks of accumulators (32 columns) into the first mr rows of C, as store_rows. */
 __attribute__((target("avx512f"), always_inline)) static inline void store_rows2(const __m512 c0[GEMM_MR],
                                                                                  const __m512 c1[GEMM_MR], float *C,
                                                                                  size_t ldc, int accumulate,
-                                                                                 size_t mr) {
+                                                                                 const float *bias, size_t mr) {
 #pragma GCC unroll 12
     for (int i = 0; i < GEMM_MR; i++) {
         if ((size_t)i >= mr) break;
         float *row = C + i * ldc;
-        _mm512_storeu_ps(row, accumulate ? _mm512_add_ps(_mm512_loadu_ps(row), c0[i]) : c0[i]);
-        _mm512_storeu_ps(row + 16, accumulate ? _mm512_add_ps(_mm512_loadu_ps(row + 16), c1[i]) : c1[i]);
+        if (accumulate) {
+            _mm512_storeu_ps(row, _mm512_add_ps(_mm512_loadu_ps(row), c0[i]));
+            _mm512_storeu_ps(row + 16, _mm512_add_ps(_mm512_loadu_ps(row + 16), c1[i]));
+        } else if (bias) {
+            __m512 b = _mm512_set1_ps(bias[i]);
+            _mm512_storeu_ps(row, _mm512_add_ps(b, c0[i]));
+            _mm512_storeu_ps(row + 16, _mm512_add_ps(b, c1[i]));
+        } else {
+            _mm512_storeu_ps(row, c0[i]);
+            _mm512_storeu_ps(row + 16, c1[i]);
+        }
     }
 }
 #endif
