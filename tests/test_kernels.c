@@ -221,10 +221,11 @@ TEST(conv2d_implicit_packers_equal_im2col) {
     int bad = 0, checked = 0;
     for (int portable = 0; portable <= 1; portable++) {
         conv2d_force_portable_packers(portable);
-        for (size_t t = 0; t < N_CONV_CFGS + 3; t++) { /* and three with rows of at least 16 outputs, the */
-            static const conv2d_dims wide[3] = {{1, 3, 28, 28, 4, 3, 3, 1, 1, 1, 1, 1}, /* last with more */
+        for (size_t t = 0; t < N_CONV_CFGS + 4; t++) { /* and four with rows of at least 16 outputs: the */
+            static const conv2d_dims wide[4] = {{1, 3, 28, 28, 4, 3, 3, 1, 1, 1, 1, 1}, /* third with more */
                                                 {1, 2, 20, 19, 3, 5, 5, 1, 2, 2, 2, 2}, /* kernel positions */
-                                                {1, 2, 18, 17, 3, 9, 9, 1, 4, 4, 4, 4}}; /* than the tables */
+                                                {1, 2, 18, 17, 3, 9, 9, 1, 4, 4, 4, 4}, /* than the tables, */
+                                                {1, 3, 40, 37, 4, 3, 3, 2, 1, 1, 1, 1}}; /* the last stride 2 */
             conv2d_dims d = t < N_CONV_CFGS ? conv_dims(&conv_cfgs[t]) : wide[t - N_CONV_CFGS];
             const char *what = t < N_CONV_CFGS ? conv_cfgs[t].what : "wide rows";
             size_t Ho = conv2d_out_h(&d), Wo = conv2d_out_w(&d), P = Ho * Wo, K = d.C_in * d.KH * d.KW;
