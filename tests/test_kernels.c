@@ -1230,6 +1230,33 @@ TEST(gemm_b_in_place_same_bits_as_packed) {
     printf("    %d cases (%s kernels): bitwise equal\n", cases, gemm_isa());
 }
 
+/* With beta 0 and one depth slice (K <= 256), alpha goes to the AVX-512 kernels, which scale the sums as they
+ * store them (attention's scores, alpha = 1 / sqrt(dh)): C is bitwise alpha times the alpha-1 product, rounded
+ * once, as gemm_write_block gives it; with B in place and packed (a row stride over 1024), every kernel (two
+ * panels, one, the narrow edge), 1 and all threads. */
+TEST(gemm_alpha_scales_the_sums) {
+    static const size_t shapes[][4] = {{196, 196, 128, 196}, {128, 49, 256, 49}, {37, 52, 100, 1100}, {13, 3, 7, 3}};
+    int threads = df_threads(), cases = 0;
+    const float alpha = 0.08838834764831845f; /* 1 / sqrt(128) */
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int pass = 0; pass < 2; pass++) {
+            size_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2], ldb = shapes[s][3];
+            df_set_threads(pass ? threads : 1);
+            float *A = rnd(M * K, 171 + s, -1, 1), *B = rnd(K * ldb, 172 + s, -1, 1);
+            float *C = zeros(M * N), *one = zeros(M * N);
+            gemm(0, 0, M, N, K, alpha, A, K, B, ldb, 0.0f, C, N);
+            gemm(0, 0, M, N, K, 1.0f, A, K, B, ldb, 0.0f, one, N);
+            int same = 1;
+            for (size_t i = 0; i < M * N; i++) same &= C[i] == alpha * one[i];
+            EXPECT(same, "%zux%zux%zu (B's stride %zu) on %d thread(s): alpha's product is not alpha times the sums",
+                   M, N, K, ldb, pass ? threads : 1);
+            cases++;
+            df_free(A), df_free(B), df_free(C), df_free(one);
+        }
+    df_set_threads(threads);
+    printf("    %d cases (%s kernels): bitwise alpha times the alpha-1 sums\n", cases, gemm_isa());
+}
+
 #include "../src/kernels/vmath.h"
 
 /* The vectorisable exp used by SiLU against double-precision exp: within 2 ulp-equivalent (relative 2.4e-7)

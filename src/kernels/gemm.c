@@ -181,8 +181,8 @@ __attribute__((target("avx2,fma"))) static void kernel_avx2(size_t kc, const flo
  * C = a^T b, or C += a^T b when accumulate (the same sums as the kernel, then gemm_write_block's, in the same order). */
 __attribute__((target("avx512f"))) static void kernel_avx512_c(size_t kc, const float *restrict a,
                                                                const float *restrict b, size_t bs, float *restrict C,
-                                                               size_t ldc, int accumulate, const float *bias,
-                                                               size_t mr, size_t nr) {
+                                                               size_t ldc, float alpha, int accumulate,
+                                                               const float *bias, size_t mr, size_t nr) {
     __m512 c[GEMM_MR];
 #pragma GCC unroll 12
     for (int i = 0; i < GEMM_MR; i++) c[i] = _mm512_setzero_ps();
@@ -193,21 +193,24 @@ __attribute__((target("avx512f"))) static void kernel_avx512_c(size_t kc, const 
 #pragma GCC unroll 12
         for (int i = 0; i < GEMM_MR; i++) c[i] = _mm512_fmadd_ps(_mm512_set1_ps(ak[i]), bk, c[i]);
     }
+    if (alpha != 1) /* gemm_write_block's alpha * acc (never with accumulate) */
+#pragma GCC unroll 12
+        for (int i = 0; i < GEMM_MR; i++) c[i] = _mm512_mul_ps(_mm512_set1_ps(alpha), c[i]);
     store_rows(c, C, ldc, accumulate, bias, mr, nr);
 }
 
 /* The micro-kernel contract (acc = a^T b, 12 x 16) by kernel_avx512_c into acc. */
 __attribute__((target("avx512f"))) static void kernel_avx512(size_t kc, const float *restrict a,
                                                              const float *restrict b, float *restrict acc) {
-    kernel_avx512_c(kc, a, b, GEMM_NR, acc, GEMM_NR, 0, NULL, GEMM_MR, GEMM_NR);
+    kernel_avx512_c(kc, a, b, GEMM_NR, acc, GEMM_NR, 1.0f, 0, NULL, GEMM_MR, GEMM_NR);
 }
 
 /* kernel_avx512_c over two adjacent B panels (32 columns) at once: 24 accumulators, each broadcast of a serves
  * two FMAs, so a step of k loads 14 values for 24 FMAs instead of 13 for 12. Same sums, same order. */
 __attribute__((target("avx512f"))) static void kernel_avx512_c2(size_t kc, const float *restrict a,
                                                                 const float *restrict b0, const float *restrict b1,
-                                                                size_t bs, float *restrict C, size_t ldc, int accumulate,
-                                                                const float *bias, size_t mr) {
+                                                                size_t bs, float *restrict C, size_t ldc, float alpha,
+                                                                int accumulate, const float *bias, size_t mr) {
     __m512 c0[GEMM_MR], c1[GEMM_MR];
 #pragma GCC unroll 12
     for (int i = 0; i < GEMM_MR; i++) c0[i] = _mm512_setzero_ps(), c1[i] = _mm512_setzero_ps();
@@ -221,6 +224,12 @@ __attribute__((target("avx512f"))) static void kernel_avx512_c2(size_t kc, const
             c1[i] = _mm512_fmadd_ps(ai, x1, c1[i]);
         }
     }
+    if (alpha != 1)
+#pragma GCC unroll 12
+        for (int i = 0; i < GEMM_MR; i++) {
+            c0[i] = _mm512_mul_ps(_mm512_set1_ps(alpha), c0[i]);
+            c1[i] = _mm512_mul_ps(_mm512_set1_ps(alpha), c1[i]);
+        }
     store_rows2(c0, c1, C, ldc, accumulate, bias, mr);
 }
 
@@ -231,7 +240,7 @@ __attribute__((target("avx512f"))) static void kernel_avx512_c2(size_t kc, const
 #define GEMM_NR_NARROW 4
 __attribute__((target("avx512f"), always_inline)) static inline void
 narrow_panels(size_t kc, const float *restrict a, size_t astride, const float *restrict b, size_t bs, float *restrict C,
-              size_t ldc, int accumulate, const float *bias, size_t mr, const int NRN, const int G) {
+              size_t ldc, float alpha, int accumulate, const float *bias, size_t mr, const int NRN, const int G) {
     /* C (mr rows in G panels, NRN columns) = or += a (G row panels, stride astride) b (its first NRN columns) */
     __m512 c[8][4];
 #pragma GCC unroll 8
@@ -253,7 +262,7 @@ narrow_panels(size_t kc, const float *restrict a, size_t astride, const float *r
     float v[16];
     for (int p = 0; p < G; p++)
         for (int j = 0; j < NRN; j++) {
-            _mm512_storeu_ps(v, c[p][j]);
+            _mm512_storeu_ps(v, alpha != 1 ? _mm512_mul_ps(_mm512_set1_ps(alpha), c[p][j]) : c[p][j]);
             for (size_t i = 0; i < GEMM_MR && (size_t)p * GEMM_MR + i < mr; i++) {
                 float *y = C + ((size_t)p * GEMM_MR + i) * ldc + j;
                 *y = accumulate ? *y + v[i] : bias ? bias[(size_t)p * GEMM_MR + i] + v[i] : v[i];
@@ -265,7 +274,7 @@ narrow_panels(size_t kc, const float *restrict a, size_t astride, const float *r
  * columns: at most 24 accumulators), then the rest. */
 __attribute__((target("avx512f"))) static void kernel_avx512_narrow(size_t kc, const float *restrict a,
                                                                     size_t astride, const float *restrict b, size_t bs,
-                                                                    float *restrict C, size_t ldc, int accumulate,
+                                                                    float *restrict C, size_t ldc, float alpha, int accumulate,
                                                                     const float *bias, size_t mr, size_t nr) {
     size_t np = (mr + GEMM_MR - 1) / GEMM_MR, G = nr > 3 ? 6 : 8;
     for (size_t p = 0; p < np; p += G) {
@@ -274,7 +283,7 @@ __attribute__((target("avx512f"))) static void kernel_avx512_narrow(size_t kc, c
         float *cp = C + p * GEMM_MR * ldc;
         const float *bp = bias ? bias + p * GEMM_MR : NULL;
 #define NARROW_G(NRN, GG) \
-    case GG: narrow_panels(kc, ap, astride, b, bs, cp, ldc, accumulate, bp, m, NRN, GG); break;
+    case GG: narrow_panels(kc, ap, astride, b, bs, cp, ldc, alpha, accumulate, bp, m, NRN, GG); break;
 #define NARROW_NR(NRN)                                                                                           \
     case NRN:                                                                                                    \
         switch (g) { NARROW_G(NRN, 1) NARROW_G(NRN, 2) NARROW_G(NRN, 3) NARROW_G(NRN, 4) NARROW_G(NRN, 5)       \
@@ -459,9 +468,10 @@ static void block(size_t mc, size_t nc, size_t kc, const packed_a *A, size_t i0,
                   size_t bs, const uint32_t *b16, float alpha, float b_eff, const float *bias, float *C,
                   size_t ldc) {
     size_t cstep = bs == GEMM_NR ? kc : 1; /* b + c * cstep: column c's panel */
-    int direct = 0; /* the AVX-512 kernels store into C */
+    int direct = 0, fast = 0; /* the AVX-512 kernels store into C: alpha 1 with b_eff 0 or 1, any alpha with 0 */
 #if defined(__x86_64__) && defined(__GNUC__)
     direct = micro == kernel_avx512 && alpha == 1;
+    fast = micro == kernel_avx512 && (b_eff == 0 || (alpha == 1 && b_eff == 1));
 #endif
     if (bias && (b16 || !direct)) {
         for (size_t i = 0; i < mc; i++)
@@ -475,7 +485,7 @@ static void block(size_t mc, size_t nc, size_t kc, const packed_a *A, size_t i0,
     for (size_t c = 0; c < nc; c += GEMM_NR) {
         size_t nr = nc - c < GEMM_NR ? nc - c : GEMM_NR;
 #if defined(__x86_64__) && defined(__GNUC__)
-        if (micro == kernel_avx512 && alpha == 1 && (b_eff == 0 || b_eff == 1) && c + 2 * GEMM_NR <= nc) {
+        if (fast && c + 2 * GEMM_NR <= nc) {
             for (size_t r = 0; r < mc; r += GEMM_MR) { /* two whole panels at once */
                 if (c == 0 && nc <= 64 && r + GEMM_MR < mc) { /* few columns (batch 1), the first pass over A:
                                                                   * the next panel's slice into cache */
@@ -484,26 +494,26 @@ static void block(size_t mc, size_t nc, size_t kc, const packed_a *A, size_t i0,
                         __builtin_prefetch(next + q, 0, 3);
                 }
                 kernel_avx512_c2(kc, A->a + (i0 + r) * A->K + p0 * GEMM_MR, b + c * cstep,
-                                 b + (c + GEMM_NR) * cstep, bs, C + r * ldc + c, ldc, b_eff == 1, bias ? bias + r : NULL,
-                                 mc - r < GEMM_MR ? mc - r : GEMM_MR);
+                                 b + (c + GEMM_NR) * cstep, bs, C + r * ldc + c, ldc, alpha, b_eff == 1,
+                                 bias ? bias + r : NULL, mc - r < GEMM_MR ? mc - r : GEMM_MR);
             }
             c += GEMM_NR;
             continue;
         }
 #endif
 #if defined(__x86_64__) && defined(__GNUC__)
-        if (micro == kernel_avx512 && alpha == 1 && (b_eff == 0 || b_eff == 1) && nr <= GEMM_NR_NARROW) {
+        if (fast && nr <= GEMM_NR_NARROW) {
             kernel_avx512_narrow(kc, A->a + i0 * A->K + p0 * GEMM_MR, GEMM_MR * A->K, b + c * cstep, bs, C + c, ldc,
-                                 b_eff == 1, bias, mc, nr);
+                                 alpha, b_eff == 1, bias, mc, nr);
             continue;
         }
 #endif
         for (size_t r = 0; r < mc; r += GEMM_MR) {
             size_t mr = mc - r < GEMM_MR ? mc - r : GEMM_MR;
 #if defined(__x86_64__) && defined(__GNUC__)
-            if (micro == kernel_avx512 && alpha == 1 && (b_eff == 0 || b_eff == 1)) {
+            if (fast) {
                 kernel_avx512_c(kc, A->a + (i0 + r) * A->K + p0 * GEMM_MR, b + c * cstep, bs, C + r * ldc + c, ldc,
-                                b_eff == 1, bias ? bias + r : NULL, mr, nr);
+                                alpha, b_eff == 1, bias ? bias + r : NULL, mr, nr);
                 continue;
             }
 #endif
@@ -526,15 +536,16 @@ static const uint32_t *pack_slice(float *bp, const packed_a *A, size_t p0, size_
 #endif
 
 /* B that the AVX-512 kernels read in place instead of packing it (its row stride, 0 where they do not): a plain
- * B, not transposed, of few columns, in FP32 with alpha 1 and beta 0 or 1 (every block then goes to those
- * kernels). Packing copies the slice once for every row block that reads it, which pays where many rows do and
- * the copy is small beside the products; with few columns and rows, as in Winograd's position GEMMs at batch
- * 1 (64 x 49 by 64 per position), the copy was a tenth of the time. Same products in the same order: the same
- * bits. */
+ * B, not transposed, of row stride at most B_IN_PLACE_MAX_LD, in FP32 where every block goes to those kernels
+ * (alpha 1 with beta 0 or 1, or any alpha with beta 0 over one depth slice). Packing copies a slice for the
+ * micro-kernels' contiguous panels; in place they read rows of a 16- or 32-column strip instead, which stay in
+ * L1 over the slice. The copy was a tenth of Winograd's position GEMMs at batch 1 (64 x 49 by 64); in place,
+ * F(4x4, 3x3) 64->64 at 28x28, batch 64, went 8742 -> 8392 us, a 1x1 128->64 at 28x28 3841 -> 3475. Same
+ * products in the same order: the same bits. */
 static size_t b_in_place(const packed_a *A, gemm_pack_b_fn packb, const void *pctx, float alpha, float beta) {
 #if defined(__x86_64__) && defined(__GNUC__)
-    if ((packb == gemm_plain_b || packb == pack_plain_b) && micro == kernel_avx512 && !A->a16 && alpha == 1 &&
-        (beta == 0 || beta == 1)) {
+    if ((packb == gemm_plain_b || packb == pack_plain_b) && micro == kernel_avx512 && !A->a16 &&
+        ((alpha == 1 && (beta == 0 || beta == 1)) || (beta == 0 && A->K <= GEMM_KC))) {
         const plain_b *pb = pctx;
         if (!pb->transB && pb->ldb <= B_IN_PLACE_MAX_LD) return pb->ldb;
     }
