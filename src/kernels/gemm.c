@@ -177,8 +177,10 @@ __attribute__((target("avx2,fma"))) static void kernel_avx2(size_t kc, const flo
     }
 }
 
-/* kernel_avx512 for a block with alpha 1, straight into C (row stride ldc; its first mr rows and nr columns):
- * C = a^T b, or C += a^T b when accumulate (the same sums as the kernel, then gemm_write_block's, in the same order). */
+/* kernel_avx512 for a block, straight into C (row stride ldc; its first mr rows and nr columns): C = alpha a^T b
+ * (+ bias[i] on row i where bias is given), or C += a^T b when accumulate (alpha 1 then): the same sums as the
+ * kernel, then gemm_write_block's, in the same order. B's rows are bs apart (16 in a packed panel, B's own row
+ * stride in place), read masked past nr columns. */
 __attribute__((target("avx512f"))) static void kernel_avx512_c(size_t kc, const float *restrict a,
                                                                const float *restrict b, size_t bs, float *restrict C,
                                                                size_t ldc, float alpha, int accumulate,
