@@ -210,13 +210,10 @@ static void conv_forward_image(float *out, const float *in, const float *wpacked
     size_t K = d->C_in * d->KH * d->KW, P = Ho * Wo;
     gemm_plain_b_ctx b = {0, in, P};
     col_ctx cc = {in, d, Ho, Wo};
-    int pw = conv_is_pointwise(d);
-    if (bias) /* added as the blocks are stored: the bits of out filled with it and accumulated */
-        gemm_prepacked_bias(d->C_out, P, K, wpacked, pw ? gemm_plain_b : conv2d_col_packer(0), pw ? (void *)&b : &cc,
-                            bias, out, P);
-    else
-        gemm_prepacked(d->C_out, P, K, 1.0f, wpacked, pw ? gemm_plain_b : conv2d_col_packer(0), pw ? (void *)&b : &cc,
-                       0.0f, out, P);
+    int pw = conv_is_pointwise(d); /* the image is its own column matrix */
+    /* the bias (or none) added as the blocks are stored: the bits of out filled with it and accumulated */
+    gemm_prepacked_bias(d->C_out, P, K, wpacked, pw ? gemm_plain_b : conv2d_col_packer(0), pw ? (const void *)&b : &cc,
+                        bias, out, P);
 }
 
 /* The weights as conv2d_forward_packed multiplies them: Winograd F(4x4, 3x3)'s or F(2x2, 3x3)'s transformed

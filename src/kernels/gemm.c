@@ -6,6 +6,8 @@
  * multiplies one MR x NR block from contiguous panels with fixed loop bounds, which gcc vectorises at -O2.
  * Every element of C is summed by one thread in a fixed order, so results do not depend on thread count.
  *
+ * The micro-kernels are in gemm_kernels.c.
+ *
  * Scratch: the packed panels live in df_scratch slots 2 (A, with its BF16 copy in BF16 mode) and 3 (B) of the
  * calling thread, and B's BF16 pairs in slot 9. Callers that hold their own scratch across a gemm call (conv2d,
  * attention) use slots 0 and 1.
@@ -135,168 +137,7 @@ static void pack_b(float *dst, int transB, const float *B, size_t ldb, size_t p0
     }
 }
 
-/* ---- micro-kernels ---- */
-
-/* Contract of every micro-kernel: acc (MR, NR) = sum over k < kc of a[k] (MR) outer b[k] (NR), from packed
- * panels (a: kc x MR, b: kc x NR, contiguous). acc is overwritten, never read. Three versions: portable C,
- * AVX2+FMA (two 6 x 16 halves: 12 ymm accumulators each) and AVX-512 (12 zmm accumulators, b in one zmm, a
- * broadcast from memory). The vector ones use FMA, so they differ from the C one by rounding only. */
-static void kernel_c(size_t kc, const float *restrict a, const float *restrict b, float *restrict acc) {
-    /* acc (MR, NR) = a^T b */
-    for (int x = 0; x < GEMM_MR * GEMM_NR; x++) acc[x] = 0;
-    for (size_t k = 0; k < kc; k++)
-        for (int i = 0; i < GEMM_MR; i++) {
-            float ai = a[k * GEMM_MR + i];
-            for (int j = 0; j < GEMM_NR; j++) acc[i * GEMM_NR + j] += ai * b[k * GEMM_NR + j];
-        }
-}
-
 #if defined(__x86_64__) && defined(__GNUC__)
-__attribute__((target("avx2,fma"))) static void kernel_avx2(size_t kc, const float *restrict a,
-                                                            const float *restrict b, float *restrict acc) {
-    /* acc (MR, NR) = a^T b, rows 0..5 then 6..11 */
-    for (int h = 0; h < GEMM_MR; h += 6) {
-        __m256 c[6][2];
-#pragma GCC unroll 6
-        for (int i = 0; i < 6; i++) c[i][0] = c[i][1] = _mm256_setzero_ps();
-        for (size_t k = 0; k < kc; k++) {
-            __m256 b0 = _mm256_loadu_ps(b + k * GEMM_NR), b1 = _mm256_loadu_ps(b + k * GEMM_NR + 8);
-            const float *ak = a + k * GEMM_MR + h;
-#pragma GCC unroll 6
-            for (int i = 0; i < 6; i++) {
-                __m256 ai = _mm256_broadcast_ss(ak + i);
-                c[i][0] = _mm256_fmadd_ps(ai, b0, c[i][0]);
-                c[i][1] = _mm256_fmadd_ps(ai, b1, c[i][1]);
-            }
-        }
-#pragma GCC unroll 6
-        for (int i = 0; i < 6; i++) {
-            _mm256_storeu_ps(acc + (h + i) * GEMM_NR, c[i][0]);
-            _mm256_storeu_ps(acc + (h + i) * GEMM_NR + 8, c[i][1]);
-        }
-    }
-}
-
-/* kernel_avx512 for a block, straight into C (row stride ldc; its first mr rows and nr columns): C = alpha a^T b
- * (+ bias[i] on row i where bias is given), or C += a^T b when accumulate (alpha 1 then): the same sums as the
- * kernel, then gemm_write_block's, in the same order. B's rows are bs apart (16 in a packed panel, B's own row
- * stride in place), read masked past nr columns. */
-__attribute__((target("avx512f"))) static void kernel_avx512_c(size_t kc, const float *restrict a,
-                                                               const float *restrict b, size_t bs, float *restrict C,
-                                                               size_t ldc, float alpha, int accumulate,
-                                                               const float *bias, size_t mr, size_t nr) {
-    __m512 c[GEMM_MR];
-#pragma GCC unroll 12
-    for (int i = 0; i < GEMM_MR; i++) c[i] = _mm512_setzero_ps();
-    __mmask16 cols = (__mmask16)(nr >= 16 ? 0xffffu : (1u << nr) - 1); /* B in place: not past its row */
-    for (size_t k = 0; k < kc; k++) {
-        __m512 bk = _mm512_maskz_loadu_ps(cols, b + k * bs);
-        const float *ak = a + k * GEMM_MR;
-#pragma GCC unroll 12
-        for (int i = 0; i < GEMM_MR; i++) c[i] = _mm512_fmadd_ps(_mm512_set1_ps(ak[i]), bk, c[i]);
-    }
-    if (alpha != 1) /* gemm_write_block's alpha * acc (never with accumulate) */
-#pragma GCC unroll 12
-        for (int i = 0; i < GEMM_MR; i++) c[i] = _mm512_mul_ps(_mm512_set1_ps(alpha), c[i]);
-    store_rows(c, C, ldc, accumulate, bias, mr, nr);
-}
-
-/* The micro-kernel contract (acc = a^T b, 12 x 16) by kernel_avx512_c into acc. */
-__attribute__((target("avx512f"))) static void kernel_avx512(size_t kc, const float *restrict a,
-                                                             const float *restrict b, float *restrict acc) {
-    kernel_avx512_c(kc, a, b, GEMM_NR, acc, GEMM_NR, 1.0f, 0, NULL, GEMM_MR, GEMM_NR);
-}
-
-/* kernel_avx512_c over two adjacent B panels (32 columns) at once: 24 accumulators, each broadcast of a serves
- * two FMAs, so a step of k loads 14 values for 24 FMAs instead of 13 for 12. Same sums, same order. */
-__attribute__((target("avx512f"))) static void kernel_avx512_c2(size_t kc, const float *restrict a,
-                                                                const float *restrict b0, const float *restrict b1,
-                                                                size_t bs, float *restrict C, size_t ldc, float alpha,
-                                                                int accumulate, const float *bias, size_t mr) {
-    __m512 c0[GEMM_MR], c1[GEMM_MR];
-#pragma GCC unroll 12
-    for (int i = 0; i < GEMM_MR; i++) c0[i] = _mm512_setzero_ps(), c1[i] = _mm512_setzero_ps();
-    for (size_t k = 0; k < kc; k++) {
-        __m512 x0 = _mm512_loadu_ps(b0 + k * bs), x1 = _mm512_loadu_ps(b1 + k * bs);
-        const float *ak = a + k * GEMM_MR;
-#pragma GCC unroll 12
-        for (int i = 0; i < GEMM_MR; i++) {
-            __m512 ai = _mm512_set1_ps(ak[i]);
-            c0[i] = _mm512_fmadd_ps(ai, x0, c0[i]);
-            c1[i] = _mm512_fmadd_ps(ai, x1, c1[i]);
-        }
-    }
-    if (alpha != 1)
-#pragma GCC unroll 12
-        for (int i = 0; i < GEMM_MR; i++) {
-            c0[i] = _mm512_mul_ps(_mm512_set1_ps(alpha), c0[i]);
-            c1[i] = _mm512_mul_ps(_mm512_set1_ps(alpha), c1[i]);
-        }
-    store_rows2(c0, c1, C, ldc, accumulate, bias, mr);
-}
-
-/* kernel_avx512_c for a panel of at most 4 valid columns (the edge of N = 49 or 196), G row panels at once:
- * per row panel and column one accumulator, a[k] loaded as a vector of the MR rows and b[k][j] broadcast, so
- * a step of k costs NRN FMAs per row panel instead of MR, and the G x NRN independent chains hide the FMA
- * latency. Each C element gets fma(a, b, acc) over k in kernel_avx512_c's order: the same bits. */
-#define GEMM_NR_NARROW 4
-__attribute__((target("avx512f"), always_inline)) static inline void
-narrow_panels(size_t kc, const float *restrict a, size_t astride, const float *restrict b, size_t bs, float *restrict C,
-              size_t ldc, float alpha, int accumulate, const float *bias, size_t mr, const int NRN, const int G) {
-    /* C (mr rows in G panels, NRN columns) = or += a (G row panels, stride astride) b (its first NRN columns) */
-    __m512 c[8][4];
-#pragma GCC unroll 8
-    for (int p = 0; p < G; p++)
-#pragma GCC unroll 4
-        for (int j = 0; j < NRN; j++) c[p][j] = _mm512_setzero_ps();
-    const __mmask16 rows = (__mmask16)((1u << GEMM_MR) - 1);
-    for (size_t k = 0; k < kc; k++) {
-        __m512 bk[4];
-#pragma GCC unroll 4
-        for (int j = 0; j < NRN; j++) bk[j] = _mm512_set1_ps(b[k * bs + (size_t)j]);
-#pragma GCC unroll 8
-        for (int p = 0; p < G; p++) {
-            __m512 ak = _mm512_maskz_loadu_ps(rows, a + (size_t)p * astride + k * GEMM_MR);
-#pragma GCC unroll 4
-            for (int j = 0; j < NRN; j++) c[p][j] = _mm512_fmadd_ps(ak, bk[j], c[p][j]);
-        }
-    }
-    float v[16];
-    for (int p = 0; p < G; p++)
-        for (int j = 0; j < NRN; j++) {
-            _mm512_storeu_ps(v, alpha != 1 ? _mm512_mul_ps(_mm512_set1_ps(alpha), c[p][j]) : c[p][j]);
-            for (size_t i = 0; i < GEMM_MR && (size_t)p * GEMM_MR + i < mr; i++) {
-                float *y = C + ((size_t)p * GEMM_MR + i) * ldc + j;
-                *y = accumulate ? *y + v[i] : bias ? bias[(size_t)p * GEMM_MR + i] + v[i] : v[i];
-            }
-        }
-}
-
-/* The first mr rows of a block's narrow edge panel (nr <= GEMM_NR_NARROW): 8 row panels at a time (6 for 4
- * columns: at most 24 accumulators), then the rest. */
-__attribute__((target("avx512f"))) static void kernel_avx512_narrow(size_t kc, const float *restrict a,
-                                                                    size_t astride, const float *restrict b, size_t bs,
-                                                                    float *restrict C, size_t ldc, float alpha, int accumulate,
-                                                                    const float *bias, size_t mr, size_t nr) {
-    size_t np = (mr + GEMM_MR - 1) / GEMM_MR, G = nr > 3 ? 6 : 8;
-    for (size_t p = 0; p < np; p += G) {
-        size_t g = np - p < G ? np - p : G, m = mr - p * GEMM_MR;
-        const float *ap = a + p * astride;
-        float *cp = C + p * GEMM_MR * ldc;
-        const float *bp = bias ? bias + p * GEMM_MR : NULL;
-#define NARROW_G(NRN, GG) \
-    case GG: narrow_panels(kc, ap, astride, b, bs, cp, ldc, alpha, accumulate, bp, m, NRN, GG); break;
-#define NARROW_NR(NRN)                                                                                           \
-    case NRN:                                                                                                    \
-        switch (g) { NARROW_G(NRN, 1) NARROW_G(NRN, 2) NARROW_G(NRN, 3) NARROW_G(NRN, 4) NARROW_G(NRN, 5)       \
-                     NARROW_G(NRN, 6) NARROW_G(NRN, 7) NARROW_G(NRN, 8) }                                         \
-        break;
-        switch (nr) { NARROW_NR(1) NARROW_NR(2) NARROW_NR(3) NARROW_NR(4) }
-#undef NARROW_NR
-#undef NARROW_G
-    }
-}
-
 /* 16 x 16 transpose in registers: o[k] lane j = r[j] lane k. Unpacks of 32- then 64-bit pairs within 128-bit
  * lanes, then two rounds of 128-bit lane shuffles. */
 __attribute__((target("avx512f"), always_inline)) static inline void transpose16_regs(const __m512 r[16],
@@ -368,19 +209,19 @@ static const char *micro_name = "c";
  * where the CPU has it) or "amx" (AVX-512 for FP32, the tile unit for BF16). -1 if this CPU cannot. */
 static int set_isa(const char *isa) {
     if (!strcmp(isa, "c")) {
-        micro = kernel_c, micro_name = "c", transpose16 = NULL, bf16_select(0);
+        micro = gemm_kernel_c, micro_name = "c", transpose16 = NULL, bf16_select(0);
         return 0;
     }
 #if defined(__x86_64__) && defined(__GNUC__)
     __builtin_cpu_init();
     if (!strcmp(isa, "avx2") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        micro = kernel_avx2, micro_name = "avx2", transpose16 = NULL, bf16_select(0);
+        micro = gemm_kernel_avx2, micro_name = "avx2", transpose16 = NULL, bf16_select(0);
         return 0;
     }
     int amx = !strcmp(isa, "amx");
     if ((amx || !strcmp(isa, "avx512")) && __builtin_cpu_supports("avx512f")) {
         if (bf16_select(amx ? 2 : 1)) return -1;
-        micro = kernel_avx512, micro_name = "avx512", transpose16 = transpose16_avx512;
+        micro = gemm_kernel_avx512, micro_name = "avx512", transpose16 = transpose16_avx512;
         return 0;
     }
 #endif
@@ -470,12 +311,11 @@ static void block(size_t mc, size_t nc, size_t kc, const packed_a *A, size_t i0,
                   size_t bs, const uint32_t *b16, float alpha, float b_eff, const float *bias, float *C,
                   size_t ldc) {
     size_t cstep = bs == GEMM_NR ? kc : 1; /* b + c * cstep: column c's panel */
-    int direct = 0, fast = 0; /* the AVX-512 kernels store into C: alpha 1 with b_eff 0 or 1, any alpha with 0 */
+    int fast = 0; /* the AVX-512 kernels store into C: alpha 1 with b_eff 0 or 1, any alpha with 0 */
 #if defined(__x86_64__) && defined(__GNUC__)
-    direct = micro == kernel_avx512 && alpha == 1;
-    fast = micro == kernel_avx512 && (b_eff == 0 || (alpha == 1 && b_eff == 1));
+    fast = micro == gemm_kernel_avx512 && (b_eff == 0 || (alpha == 1 && b_eff == 1));
 #endif
-    if (bias && (b16 || !direct)) {
+    if (bias && (b16 || !fast)) {
         for (size_t i = 0; i < mc; i++)
             for (size_t j = 0; j < nc; j++) C[i * ldc + j] = bias[i];
         bias = NULL, b_eff = 1;
@@ -495,18 +335,16 @@ static void block(size_t mc, size_t nc, size_t kc, const packed_a *A, size_t i0,
                     for (size_t q = 0; q < kc * GEMM_MR * sizeof(float); q += 64)
                         __builtin_prefetch(next + q, 0, 3);
                 }
-                kernel_avx512_c2(kc, A->a + (i0 + r) * A->K + p0 * GEMM_MR, b + c * cstep,
-                                 b + (c + GEMM_NR) * cstep, bs, C + r * ldc + c, ldc, alpha, b_eff == 1,
-                                 bias ? bias + r : NULL, mc - r < GEMM_MR ? mc - r : GEMM_MR);
+                gemm_avx512_c2(kc, A->a + (i0 + r) * A->K + p0 * GEMM_MR, b + c * cstep, b + (c + GEMM_NR) * cstep,
+                               bs, C + r * ldc + c, ldc, alpha, b_eff == 1, bias ? bias + r : NULL,
+                               mc - r < GEMM_MR ? mc - r : GEMM_MR);
             }
             c += GEMM_NR;
             continue;
         }
-#endif
-#if defined(__x86_64__) && defined(__GNUC__)
         if (fast && nr <= GEMM_NR_NARROW) {
-            kernel_avx512_narrow(kc, A->a + i0 * A->K + p0 * GEMM_MR, GEMM_MR * A->K, b + c * cstep, bs, C + c, ldc,
-                                 alpha, b_eff == 1, bias, mc, nr);
+            gemm_avx512_narrow(kc, A->a + i0 * A->K + p0 * GEMM_MR, GEMM_MR * A->K, b + c * cstep, bs, C + c, ldc,
+                               alpha, b_eff == 1, bias, mc, nr);
             continue;
         }
 #endif
@@ -514,8 +352,8 @@ static void block(size_t mc, size_t nc, size_t kc, const packed_a *A, size_t i0,
             size_t mr = mc - r < GEMM_MR ? mc - r : GEMM_MR;
 #if defined(__x86_64__) && defined(__GNUC__)
             if (fast) {
-                kernel_avx512_c(kc, A->a + (i0 + r) * A->K + p0 * GEMM_MR, b + c * cstep, bs, C + r * ldc + c, ldc,
-                                alpha, b_eff == 1, bias ? bias + r : NULL, mr, nr);
+                gemm_avx512_c(kc, A->a + (i0 + r) * A->K + p0 * GEMM_MR, b + c * cstep, bs, C + r * ldc + c, ldc,
+                              alpha, b_eff == 1, bias ? bias + r : NULL, mr, nr);
                 continue;
             }
 #endif
@@ -546,7 +384,7 @@ static const uint32_t *pack_slice(float *bp, const packed_a *A, size_t p0, size_
  * products in the same order: the same bits. */
 static size_t b_in_place(const packed_a *A, gemm_pack_b_fn packb, const void *pctx, float alpha, float beta) {
 #if defined(__x86_64__) && defined(__GNUC__)
-    if ((packb == gemm_plain_b || packb == pack_plain_b) && micro == kernel_avx512 && !A->a16 &&
+    if ((packb == gemm_plain_b || packb == pack_plain_b) && micro == gemm_kernel_avx512 && !A->a16 &&
         ((alpha == 1 && (beta == 0 || beta == 1)) || (beta == 0 && A->K <= GEMM_KC))) {
         const plain_b *pb = pctx;
         if (!pb->transB && pb->ldb <= B_IN_PLACE_MAX_LD) return pb->ldb;
@@ -557,26 +395,9 @@ static size_t b_in_place(const packed_a *A, gemm_pack_b_fn packb, const void *pc
     return 0;
 }
 
-static void gemm_tile(size_t M, size_t N, const packed_a *A, float alpha, gemm_pack_b_fn packb, const void *pctx,
-                      float beta, const float *bias, float *C, size_t ldc, size_t i0, size_t j0) {
-    /* C[i0:i0+mc, j0:j0+nc] = alpha * op(A)[i0:i0+mc, :] op(B)[:, j0:j0+nc] + beta * C[...] */
-    size_t mc = M - i0 < GEMM_MC ? M - i0 : GEMM_MC;
-    size_t nc = N - j0 < GEMM_NC ? N - j0 : GEMM_NC;
-    size_t ldb = b_in_place(A, packb, pctx, alpha, beta);
-    float *bp = ldb ? NULL : df_scratch(GEMM_SLOT_B, (size_t)GEMM_KC * GEMM_NC);
-    for (size_t p0 = 0; p0 < A->K; p0 += GEMM_KC) {
-        size_t kc = A->K - p0 < GEMM_KC ? A->K - p0 : GEMM_KC;
-        float b_eff = p0 == 0 ? beta : 1.0f; /* later slices accumulate onto the first */
-        const uint32_t *b16 = ldb ? NULL : pack_slice(bp, A, p0, kc, j0, nc, packb, pctx);
-        const float *b = ldb ? ((const plain_b *)pctx)->B + p0 * ldb + j0 : bp;
-        block(mc, nc, kc, A, i0, p0, b, ldb ? ldb : GEMM_NR, b16, alpha, b_eff, p0 == 0 && bias ? bias + i0 : NULL,
-              C + i0 * ldc + j0, ldc);
-    }
-}
-
 /* Rows [i0, i1) and columns [j0, j1) of C (i0 a multiple of MR, j0 of NR): column blocks of at most NC from j0,
- * each depth slice of B packed once and serving all of the range's MC-row blocks (gemm_tile packs it again
- * for each tile). Same arithmetic as gemm_tile: each C element gets the same micro-kernel sums. */
+ * each depth slice of B packed once (unless read in place) and serving all of the range's MC-row blocks; one
+ * MC x NC tile when the range is one. Each C element gets the same micro-kernel sums whatever the range. */
 static void gemm_range(const packed_a *A, float alpha, gemm_pack_b_fn packb, const void *pctx, float beta,
                        const float *bias, float *C, size_t ldc, size_t i0, size_t i1, size_t j0, size_t j1) {
     /* C[i0:i1, j0:j1] = alpha * op(A)[i0:i1, :] op(B)[:, j0:j1] + beta * C[i0:i1, j0:j1] */
@@ -712,9 +533,11 @@ static void prepacked(size_t M, size_t N, size_t K, float alpha, const float *ap
         return;
     }
     DF_PARALLEL_FOR_IF(parallel, "omp parallel for schedule(dynamic, 1)",
-                       for (ptrdiff_t t = 0; t < tiles; t++) gemm_tile(M, N, &A, alpha, packb, pctx, beta, bias, C,
-                                                                      ldc, (size_t)t / tn * GEMM_MC,
-                                                                      (size_t)t % tn * GEMM_NC););
+                       for (ptrdiff_t t = 0; t < tiles; t++) {
+                           size_t i0 = (size_t)t / tn * GEMM_MC, j0 = (size_t)t % tn * GEMM_NC;
+                           gemm_range(&A, alpha, packb, pctx, beta, bias, C, ldc, i0,
+                                      M - i0 < GEMM_MC ? M : i0 + GEMM_MC, j0, N - j0 < GEMM_NC ? N : j0 + GEMM_NC);
+                       });
 }
 
 void gemm_prepacked(size_t M, size_t N, size_t K, float alpha, const float *ap, gemm_pack_b_fn packb,

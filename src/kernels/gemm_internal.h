@@ -1,6 +1,6 @@
-/* gemm_internal.h: what gemm.c (the FP32 driver and kernels) and gemm_bf16.c (the BF16 pair kernels and AMX)
- * share: the blocking constants, the descriptor of a packed op(A), and the two ways a block of accumulators
- * reaches C. Not part of the kernels' interface (kernels.h). */
+/* gemm_internal.h: what gemm.c (the driver), gemm_kernels.c (the FP32 micro-kernels) and gemm_bf16.c (the BF16
+ * pair kernels and AMX) share: the blocking constants, the descriptor of a packed op(A), the FP32 micro-kernels
+ * and the two ways a block of accumulators reaches C. Not part of the kernels' interface (kernels.h). */
 #ifndef DF_GEMM_INTERNAL_H
 #define DF_GEMM_INTERNAL_H
 #include <stddef.h>
@@ -34,6 +34,27 @@ typedef struct {
 /* C (mr x nr, the valid part of one block) = alpha * acc + beta * C; beta == 0 never reads C. */
 void gemm_write_block(const float *restrict acc, float alpha, float beta, float *restrict C, size_t ldc, size_t mr,
                       size_t nr);
+
+/* ---- gemm_kernels.c: the FP32 micro-kernels ---- */
+/* acc (MR, NR) = a^T b from packed panels (a: kc x MR, b: kc x NR); the portable one, and AVX2's and AVX-512's */
+void gemm_kernel_c(size_t kc, const float *restrict a, const float *restrict b, float *restrict acc);
+#if defined(__x86_64__) && defined(__GNUC__)
+void gemm_kernel_avx2(size_t kc, const float *restrict a, const float *restrict b, float *restrict acc);
+void gemm_kernel_avx512(size_t kc, const float *restrict a, const float *restrict b, float *restrict acc);
+/* AVX-512 straight into C (first mr rows, nr columns, row stride ldc): C = alpha a^T b (+ bias[i] on row i), or
+ * C += a^T b when accumulate (alpha 1); B's rows bs apart (16 packed, its own stride in place). _c: one panel,
+ * _c2: two adjacent panels (b0, b1), _narrow: an edge of nr <= GEMM_NR_NARROW columns over all mr rows (a's row
+ * panels astride apart). */
+#define GEMM_NR_NARROW 4
+void gemm_avx512_c(size_t kc, const float *restrict a, const float *restrict b, size_t bs, float *restrict C,
+                   size_t ldc, float alpha, int accumulate, const float *bias, size_t mr, size_t nr);
+void gemm_avx512_c2(size_t kc, const float *restrict a, const float *restrict b0, const float *restrict b1,
+                    size_t bs, float *restrict C, size_t ldc, float alpha, int accumulate, const float *bias,
+                    size_t mr);
+void gemm_avx512_narrow(size_t kc, const float *restrict a, size_t astride, const float *restrict b, size_t bs,
+                        float *restrict C, size_t ldc, float alpha, int accumulate, const float *bias, size_t mr,
+                        size_t nr);
+#endif
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>

@@ -51,7 +51,8 @@ void gemm_pack_a_bf16(float *ap, size_t M, size_t K);
 void gemm_prepacked(size_t M, size_t N, size_t K, float alpha, const float *ap, gemm_pack_b_fn packb,
                     const void *ctx, float beta, float *C, size_t ldc);
 /* C = A B + bias[i] on row i (M values): the bits of C filled with the bias, then gemm_prepacked with beta 1,
- * but the bias is added as each block is stored (one pass over C, by the thread that computes it). */
+ * but the bias is added as each block is stored (one pass over C, by the thread that computes it). bias NULL:
+ * gemm_prepacked with alpha 1, beta 0. */
 void gemm_prepacked_bias(size_t M, size_t N, size_t K, const float *ap, gemm_pack_b_fn packb, const void *ctx,
                          const float *bias, float *C, size_t ldc);
 /* The packer for a plain row-major B (ctx: a gemm_plain_b_ctx). */
